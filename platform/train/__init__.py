@@ -1,0 +1,1 @@
+"""Training: one trainer (Ray Train + DeepSpeed) and one small task per job kind (codec, ar, fm)."""
