@@ -1,0 +1,41 @@
+"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k, top-p, entropy."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy (nats) of ``softmax(logits / temperature)`` over the last axis."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
+    """Set to -inf every logit outside the top-k and outside the top-p nucleus (0 disables each)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``[..., V] -> [...]`` long. ``top_k == 1`` or ``temperature == 0`` is greedy (argmax)."""
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator for a CUDA model
+        u = torch.rand(probs.shape[0], 1, generator=generator, device=generator.device).to(probs.device)
+        cdf = probs.cumsum(dim=-1)
+        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=probs.shape[-1] - 1)
+        return idx.view(logits.shape[:-1])
+    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
