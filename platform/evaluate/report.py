@@ -1,0 +1,428 @@
+"""The study report: every table and figure of the paper from the runs of one MLflow experiment.
+
+``write_report(experiment)`` reads the runs (:mod:`arfm.evaluate.runs`), writes ``report.md`` and PNG plots
+(matplotlib, Agg) to ``out`` and logs them as artifacts of a new run tagged ``job=report``. Counterparts:
+
+- table 2: paradigm x frame rate (text conditioning, the main duration and batch size);
+- table 3: temporally aligned controls, all controls and one at a time (``single_<control>`` variants);
+- table 4: inpainting (AR fill-in-the-middle, FM supervised, FM zero-shot = ``inpaint_zs`` variant);
+- table 7 / figure 4: FM (EnCodec) frame rate x duration;
+- table 8 / figure 3: FM at fixed Euler step counts (``euler<N>`` variants);
+- figure 8: batch size x duration at a fixed number of updates;
+- figure 9: AR first-codebook entropy per sampling step;
+- appendix B: codec reconstruction (SI-SNR, ViSQOL, log-MSD).
+
+Each row gives n (evaluated samples) and each value its 95% interval (t interval of the per-sample values;
+bootstrap over clips for FAD) when the run logged ``eval/per_sample.json``. Grid cells of the paper's design
+(and any other cell seen) without a run say "not run"; a run without evaluation says "not evaluated"; a
+metric the evaluation could not compute says "skipped [k]" with the reason below the tables. FAD is labelled
+with its embedding model everywhere (``mel-offline`` is not the paper's VGGish).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot_table2
+from arfm.evaluate.results import METRICS
+from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
+
+PAPER_FRAME_RATES = (25, 50, 100)
+MODELS = ("AR", "FM (EnC)", "FM (VAE)")
+PAPER_EULER = (10, 25, 50, 200)
+PAPER_T7 = ((25, 10.0), (25, 20.0), (25, 40.0), (50, 10.0), (50, 20.0), (50, 40.0), (100, 10.0))
+PAPER_BATCHES = (8, 16, 32, 64, 128, 256)
+PAPER_F8_DURATIONS = (10.0, 30.0)
+SINGLE = (("chords", "single_chords"), ("drums", "single_drums"), ("melody", "single_melody"))
+NOT_RUN = "not run"
+
+__all__ = ["ReportError", "Report", "build_report", "write_report"]
+
+
+@dataclass
+class Report:
+    path: Path
+    markdown: str
+    figures: list[Path]
+    run_id: str | None
+
+
+class _Notes:
+    """Numbered skip reasons shown under the tables."""
+
+    def __init__(self):
+        self.items: list[str] = []
+
+    def ref(self, reason: str) -> int:
+        if reason not in self.items:
+            self.items.append(reason)
+        return self.items.index(reason) + 1
+
+
+class _Ctx:
+    def __init__(self, notes: _Notes):
+        self.notes = notes
+
+    def cell(self, stat: Stat, metric: str, with_model: bool = False) -> str:
+        digits = METRICS.get(metric, ("", True, 3))[2]
+        if stat.summary is not None and stat.summary.mean is not None:
+            s = stat.summary
+            text = f"{s.mean:.{digits}f}"
+            if s.half_width is not None:
+                text += f" ± {s.half_width:.{digits}f}"
+            if with_model and stat.method:
+                text += f" [{stat.method}]"
+            return text
+        if stat.skipped:
+            return f"skipped [{self.notes.ref(stat.skipped)}]"
+        return "—"
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _n(stats: Iterable[Stat]) -> str:
+    ns = [s.summary.n for s in stats if s.summary is not None and s.summary.mean is not None and s.summary.n]
+    return str(max(ns)) if ns else "—"
+
+
+def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",)) -> tuple[str, bool]:
+    """FAD column header naming its embedding, and whether cells must name it (mixed models)."""
+    models = set()
+    for r in runs:
+        for k in keys:
+            st = r.stat(k)
+            if st.summary is not None and st.method:
+                models.add(st.method)
+    if len(models) == 1:
+        return f"FAD↓ [{models.pop()}]", False
+    return "FAD↓", len(models) > 1
+
+
+def _run_ref(r: RunView) -> str:
+    return f"`{r.run_id[:8]}` {r.study_cell or r.name}"
+
+
+def _metric_row(ctx: _Ctx, r: RunView | None, metrics: list[str], prefix: str = "",
+                mixed_fad: bool = False) -> list[str]:
+    """``[n, values..., run]`` for one run (``not run`` / ``not evaluated`` rows keep the width)."""
+    if r is None:
+        return [NOT_RUN] + [""] * len(metrics) + [""]
+    if not r.evaluated:
+        return ["not evaluated"] + [""] * len(metrics) + [_run_ref(r)]
+    stats = [r.stat(prefix + m) for m in metrics]
+    cells = [ctx.cell(s, m, with_model=(m == "fad" and mixed_fad)) for s, m in zip(stats, metrics)]
+    return [_n(stats)] + cells + [_run_ref(r)]
+
+
+def _headers(metrics: list[str], fad_header: str) -> list[str]:
+    return [fad_header if m == "fad" else METRICS[m][0] for m in metrics]
+
+
+def _models(runs: list[RunView]) -> list[str]:
+    seen = [r.model_label for r in runs]
+    return list(MODELS) + sorted({m for m in seen if m not in MODELS})
+
+
+def _pick(runs: list[RunView], **want: Any) -> RunView | None:
+    return latest([r for r in runs if all(getattr(r, k) == v for k, v in want.items())])
+
+
+def _main_setting(text_runs: list[RunView]) -> tuple[float | None, int | None]:
+    """The study's main (duration, batch): the largest batch, then the shortest duration at that batch."""
+    batches = [r.batch_size for r in text_runs if r.batch_size is not None]
+    if not batches:
+        return None, None
+    b = max(batches)
+    durs = [r.duration for r in text_runs if r.batch_size == b and r.duration is not None]
+    return (min(durs) if durs else None), b
+
+
+def _is_main(r: RunView, main: tuple[float | None, int | None]) -> bool:
+    d, b = main
+    return (d is None or r.duration in (None, d)) and (b is None or r.batch_size in (None, b))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def table2(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, list[tuple]]:
+    metrics = ["fad", "clap", "pq", "pc", "ce", "chord_iou", "beat_f1", "melody_sim"]
+    runs = [r for r in gen if r.conditioning == "text" and _is_main(r, main)]
+    fad_h, mixed = _fad_label(runs)
+    frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
+    rows, picked = [], []
+    for fr in frs:
+        for model in _models(runs):
+            r = _pick(runs, frame_rate=fr, model_label=model)
+            rows.append([str(fr), model] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+            picked.append((fr, model, r))
+    d, b = main
+    setting = f"duration {d:g} s, batch {b}" if d is not None and b is not None else "all text-conditioned runs"
+    text = (f"## Table 2 — paradigm × frame rate (text conditioning; {setting})\n\n"
+            + _md_table(["Hz", "Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
+    return text, picked
+
+
+def table3(ctx: _Ctx, gen: list[RunView]) -> str:
+    runs = [r for r in gen if r.conditioning == "controls"]
+    fad_h, _ = _fad_label(runs, ["fad"] + [f"{v}/fad" for _, v in SINGLE])
+    heads = ["Model", "Conditioning", "n", fad_h, METRICS["clap"][0], METRICS["chord_iou"][0], METRICS["beat_f1"][0],
+             METRICS["melody_sim"][0], "run"]
+    rows = []
+    for label, par in (("AR", "ar"), ("FM", "fm")):
+        rows.append([label, "All"] + _metric_row(ctx, _pick(runs, paradigm=par),
+                                                 ["fad", "clap", "chord_iou", "beat_f1", "melody_sim"]))
+    for label, par in (("AR", "ar"), ("FM", "fm")):
+        cands = [x for x in runs if x.paradigm == par]
+        r = latest([x for x in cands if x.variants("single_")])
+        if r is None:
+            base = latest(cands)
+            rows.append([label, "Single", NOT_RUN if base is None else "not evaluated"] + [""] * 5
+                        + [_run_ref(base) if base else ""])
+            continue
+        fad = [r.stat(f"{v}/fad") for _, v in SINGLE]
+        clap = [r.stat(f"{v}/clap") for _, v in SINGLE]
+        own = [r.stat("single_chords/chord_iou"), r.stat("single_drums/beat_f1"), r.stat("single_melody/melody_sim")]
+        rows.append([label, "Single (chords / drums / melody)", _n(fad + clap + own),
+                     " / ".join(ctx.cell(s, "fad") for s in fad), " / ".join(ctx.cell(s, "clap") for s in clap),
+                     ctx.cell(own[0], "chord_iou"), ctx.cell(own[1], "beat_f1"), ctx.cell(own[2], "melody_sim"),
+                     _run_ref(r)])
+    return ("## Table 3 — temporally aligned controls\n\n'Single' rows: one control given, the others null; FAD "
+            "and CLAP for chords / drums / melody, each adherence metric from its own control.\n\n"
+            + _md_table(heads, rows))
+
+
+def table4(ctx: _Ctx, gen: list[RunView]) -> str:
+    metrics = ["fad", "clap", "pq", "pc", "ce"]
+    inp = [r for r in gen if r.conditioning == "inpainting"]
+    zs = [r for r in gen if r.paradigm == "fm" and r.variants("inpaint_zs")]
+    fad_h, mixed = _fad_label(inp + zs, ["fad", "inpaint/fad", "inpaint_zs/fad"])
+    ar, fm = _pick(inp, paradigm="ar"), _pick(inp, paradigm="fm")
+    rows = [["AR (fill-in-the-middle)"] + _metric_row(ctx, ar, metrics, _inpaint_prefix(ar), mixed_fad=mixed),
+            ["FM (supervised)"] + _metric_row(ctx, fm, metrics, _inpaint_prefix(fm), mixed_fad=mixed),
+            ["FM (zero-shot)"] + _metric_row(ctx, latest(zs), metrics, "inpaint_zs/", mixed_fad=mixed)]
+    return ("## Table 4 — inpainting (5 s masked span)\n\n"
+            + _md_table(["Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
+
+
+def _inpaint_prefix(r: RunView | None) -> str:
+    """Inpainting models are evaluated under the variant ``inpaint`` (``eval/inpaint/<metric>``) or plainly."""
+    return "inpaint/" if r is not None and r.variants("inpaint") - {"inpaint_zs"} else ""
+
+
+def table7(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
+    metrics = ["fad", "clap", "pq", "ce"]
+    b = main[1]
+    runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)"
+            and (b is None or r.batch_size in (None, b))]
+    fad_h, mixed = _fad_label(runs)
+    keys = sorted(set(PAPER_T7) | {(r.frame_rate, r.duration) for r in runs if r.frame_rate and r.duration})
+    rows, data = [], {}
+    for fr, d in keys:
+        r = _pick(runs, frame_rate=fr, duration=d)
+        rows.append([str(fr), f"{d:g}"] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+        if r is not None and r.evaluated:
+            data[(fr, d)] = r.stat("fad")
+    return ("## Table 7 — FM (EnCodec) frame rate × duration\n\n"
+            + _md_table(["Hz", "Dur (s)", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
+
+
+def table8(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
+    metrics = ["fad", "clap", "pq", "pc", "ce"]
+    runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)" and _is_main(r, main)]
+    fad_h, mixed = _fad_label(runs, ["fad"] + [f"{v}/fad" for r in runs for v in r.variants("euler")])
+    frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
+    rows, data = [], {}
+    for fr in frs:
+        r = _pick(runs, frame_rate=fr)
+        seen = sorted(int(v[5:]) for v in (r.variants("euler") if r else set()) if v[5:].isdigit())
+        wanted = _configured_steps(r) or list(PAPER_EULER)
+        for steps in sorted(set(wanted) | set(seen)):
+            has = r is not None and steps in seen
+            row = _metric_row(ctx, r if has else None, metrics, f"euler{steps}/", mixed_fad=mixed)
+            rows.append([str(fr), str(steps)] + row)
+            if has:
+                data.setdefault(fr, {})[steps] = {m: r.stat(f"euler{steps}/{m}") for m in metrics}
+        if r is not None:
+            solver = r.params.get("sample.solver")
+            label = f"{solver} (run default)" if solver else "run default"
+            rows.append([str(fr), label] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+    return ("## Table 8 / figure 3 — FM (EnCodec) with a fixed number of Euler steps\n\n"
+            + _md_table(["Hz", "Steps", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
+
+
+def _configured_steps(r: RunView | None) -> list[int]:
+    if r is None:
+        return []
+    raw = r.params.get("eval.euler_steps", "")
+    try:
+        import json
+
+        return [int(x) for x in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+def figure8_table(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
+    metrics = ["fad", "clap", "pq", "ce"]
+    text = [r for r in gen if r.conditioning == "text" and r.paradigm in ("ar", "fm") and r.model_label != "FM (VAE)"]
+    frs = {r.frame_rate for r in text}
+    fr = 50 if 50 in frs else (min(frs, key=lambda f: abs((f or 0) - 50)) if frs else 50)
+    runs = [r for r in text if r.frame_rate == fr]
+    fad_h, mixed = _fad_label(runs)
+    models = sorted({r.model_label for r in runs} | {"AR", "FM (EnC)"})
+    durs = sorted(set(PAPER_F8_DURATIONS) | {r.duration for r in runs if r.duration})
+    batches = sorted(set(PAPER_BATCHES) | {r.batch_size for r in runs if r.batch_size})
+    rows, data = [], {}
+    for model in models:
+        for d in durs:
+            for b in batches:
+                r = _pick(runs, model_label=model, duration=d, batch_size=b)
+                rows.append([model, f"{d:g}", str(b)] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+                if r is not None and r.evaluated:
+                    data.setdefault((model, d), {})[b] = {m: r.stat(m) for m in metrics}
+    return (f"## Figure 8 — batch size × duration ({fr} Hz, text conditioning)\n\n"
+            + _md_table(["Model", "Dur (s)", "Batch", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
+
+
+def appendix_b(ctx: _Ctx, runs: list[RunView]) -> str:
+    codec = [r for r in runs if r.paradigm == "codec" or r.job == "codec"]
+    frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in codec if r.frame_rate})
+    rows = []
+    for fr in frs:
+        for latent, label in (("vae", "VAE"), ("encodec", "EnCodec")):
+            r = _pick(codec, frame_rate=fr, latent=latent)
+            if r is None:
+                rows.append([str(fr), label, NOT_RUN, "", "", "", "", "", ""])
+                continue
+            s = [_recon(r, "si_snr", "latent"), r.stat("visqol"), _recon(r, "log_msd", "latent"),
+                 _recon(r, "si_snr", "tokens"), _recon(r, "log_msd", "tokens")]
+            names = ["si_snr", "visqol", "log_msd", "si_snr", "log_msd"]
+            rows.append([str(fr), label, _n(s)] + [ctx.cell(x, m) for x, m in zip(s, names)] + [_run_ref(r)])
+    return ("## Appendix B — codec reconstruction\n\nContinuous (pre-quantizer) latent path as in the paper; the "
+            "RVQ columns decode the AR tokens.\n\n"
+            + _md_table(["Hz", "Latent", "n", "SI-SNR↑", "ViSQOL↑", "log-MSD↓", "SI-SNR↑ (RVQ)", "log-MSD↓ (RVQ)",
+                         "run"], rows))
+
+
+def _recon(r: RunView, name: str, path: str) -> Stat:
+    from arfm.evaluate.stats import Summary
+
+    st = r.stat(name if path == "latent" else f"rvq/{name}")
+    if st.summary is not None or st.skipped:
+        return st
+    for k, v in r.metrics.items():  # the codec task logs recon_<name>_<path>
+        if k.endswith(f"{name}_{path}"):
+            return Stat(Summary(v, None, None, r.n or 0, method="single"))
+    return Stat()
+
+
+def figure9(gen: list[RunView]) -> tuple[str, dict]:
+    from arfm.evaluate.entropy import entropy_curve
+
+    curves = {}
+    for r in gen:
+        if r.paradigm != "ar" or not r.per_sample or not r.per_sample.get("entropy"):
+            continue
+        for variant, rows in r.per_sample["entropy"].items():
+            if not rows:
+                continue
+            label = r.conditioning + (f" / {variant}" if variant else "") + f" ({r.study_cell or r.run_id[:8]})"
+            curves[label] = entropy_curve(rows)
+    if not curves:
+        return ("## Figure 9 — AR first-codebook entropy per step\n\nnot run (no AR evaluation logged per-step "
+                "entropies)"), {}
+    rows = []
+    for label, c in curves.items():
+        early, late = c.mean[:50], c.mean[50:]
+        rows.append([label, str(int(c.n.max())), str(len(c.mean)), f"{early.mean():.3f}",
+                     f"{late.mean():.3f}" if late.size else "—"])
+    return ("## Figure 9 — AR first-codebook entropy per step (nats)\n\n"
+            + _md_table(["Curve", "prompts", "steps", "mean H, steps < 50", "mean H, steps ≥ 50"], rows)), curves
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "") -> tuple[str, list[Path]]:
+    """Markdown text and PNG paths for ``runs`` (written under ``out``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    notes = _Notes()
+    ctx = _Ctx(notes)
+    gen = [r for r in runs if r.paradigm in ("ar", "fm")]
+    main = _main_setting([r for r in gen if r.conditioning == "text"])
+    t2, picked = table2(ctx, gen, main)
+    t7, d7 = table7(ctx, gen, main)
+    t8, d8 = table8(ctx, gen, main)
+    f8, d_f8 = figure8_table(ctx, gen, main)
+    f9, curves = figure9(gen)
+    sections = [t2, table3(ctx, gen), table4(ctx, gen), t7, t8, f8, f9, appendix_b(ctx, runs)]
+    figs = [p for p in (plot_table2(picked, out), plot_t7(d7, out), plot_steps(d8, out), plot_f8(d_f8, out),
+                        plot_entropy(curves, out)) if p is not None]
+    fad_models = sorted({r.stat("fad").method for r in gen if r.stat("fad").method})
+    head = [f"# arfm study report — experiment `{experiment}`", "",
+            f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(runs)} runs"
+            + (f" at `{uri}`" if uri else "") + ".", "",
+            "Values are means over evaluated samples ± the half-width of a 95% interval (t interval of per-sample "
+            "values; bootstrap over clips for FAD); n is the number of samples. "
+            + ("FAD embedding(s): " + ", ".join(f"`{m}`" for m in fad_models) + ". " if fad_models else "")
+            + ("`mel-offline` is a fixed log-mel statistics embedding, not the paper's VGGish: its FAD values are "
+               "not comparable with the paper's." if "mel-offline" in fad_models else "")]
+    body = "\n\n".join(sections)
+    tail = []
+    if figs:
+        tail += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
+    if notes.items:
+        tail += ["", "## Skipped metrics", ""] + [f"[{i}] {t}" for i, t in enumerate(notes.items, 1)]
+    tail += ["", "## Runs", "", _md_table(
+        ["run", "name", "study cell", "paradigm", "Hz", "conditioning", "latent", "dur (s)", "batch", "evaluated",
+         "status"],
+        [[f"`{r.run_id[:8]}`", r.name, r.study_cell, r.paradigm, str(r.frame_rate or ""), r.conditioning, r.latent,
+          f"{r.duration:g}" if r.duration else "", str(r.batch_size or ""), "yes" if r.evaluated else "no", r.status]
+         for r in runs])]
+    text = "\n".join(head) + "\n\n" + body + "\n\n" + "\n".join(tail) + "\n"
+    (out / "report.md").write_text(text)
+    return text, figs
+
+
+def _log_report(uri: str, experiment: str, out: Path) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from arfm.tracking import git_commit
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    tags = {"job": "report", "paradigm": "", "frame_rate": "", "study_cell": "report", "conditioning": "",
+            "latent": "", "preset": "", "git_commit": git_commit()}
+    run = client.create_run(exp.experiment_id, run_name=f"report-{experiment}", tags=tags)
+    try:
+        client.log_artifacts(run.info.run_id, str(out), "report")
+        client.set_terminated(run.info.run_id, "FINISHED")
+    except Exception:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    return run.info.run_id
+
+
+def write_report(experiment: str, out: str | Path | None = None, uri: str | None = None, log: bool = True,
+                 progress: Callable[[str], None] | None = None) -> Report:
+    """Collect the runs of ``experiment``, write ``out/report.md`` and the PNGs, log them to a report run."""
+    from arfm.tracking import home, tracking_uri
+
+    uri = uri or tracking_uri()
+    out = Path(out) if out else home() / "reports" / experiment
+    say = progress or (lambda _m: None)
+    say(f"reading runs of {experiment!r} from {uri}")
+    runs = collect_runs(experiment, uri)
+    text, figs = build_report(runs, out, experiment, uri)
+    run_id = _log_report(uri, experiment, out) if log else None
+    return Report(out / "report.md", text, figs, run_id)
+
