@@ -1,0 +1,324 @@
+"""The evaluation job: generate N samples from a trained model, score them in parallel Ray tasks, log to MLflow.
+
+``evaluate_run(cfg, run_id=...)`` (``arfm evaluate --run RUN_ID``) loads the model through the one generation
+API (:class:`arfm.generate.Generator`), takes N prompts from the held-out split of the model's dataset
+(caption, reference audio and, on the synthetic corpus, the exact chord / melody / downbeat labels), and
+generates them under each sampling *variant*:
+
+- the default sampling of ``cfg.sample`` (no variant prefix: ``eval/fad`` ...);
+- FM: fixed-step Euler at every count of ``cfg.eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
+- models with controls: each control alone, the others null (``eval/single_<name>/...``, table 3);
+- inpainting models: the masked-span edit of section 5.3 (``eval/inpaint/...``), and for text-only FM models
+  zero-shot inpainting by inversion (``eval/inpaint_zs/...``, table 4).
+
+Each metric of each variant is one Ray task. Aggregates go to the model's run as metrics; every per-sample
+value, the methods and the skip reasons go to the artifact ``eval/per_sample.json``; a few clips with
+their captions go to ``eval/audio``; AR entropy curves (appendix I) to ``eval/entropy.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arfm.config import JobConfig
+
+INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, >= 1 s of context each side
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+def load_prompts(cfg: JobConfig, n: int, seconds: float, sample_rate: int) -> list[dict[str, Any]]:
+    """``n`` prompts: ``{"caption", "reference" (audio or None), "labels" (or None), "id"}``.
+
+    ``cfg.eval.prompts`` is ``valid`` (the dataset's held-out split; cycled when shorter than ``n``), a
+    ``.txt`` file (one caption per line, no references) or a dataset ``manifest.jsonl``.
+    """
+    from arfm.data.manifest import load_audio, read_manifest
+
+    src = cfg.eval.prompts
+    if src.endswith(".txt"):
+        captions = [c.strip() for c in Path(src).read_text().splitlines() if c.strip()]
+        if not captions:
+            raise ValueError(f"eval.prompts: {src} holds no captions")
+        return [{"id": f"prompt{i}", "caption": captions[i % len(captions)], "reference": None, "labels": None}
+                for i in range(n)]
+    root = Path(src).parent if src.endswith(".jsonl") else Path(cfg.data.dataset)
+    rows = read_manifest(root)
+    pool = [r for r in rows if r.get("split") == "valid"] or rows
+    if not pool:
+        raise ValueError(f"eval.prompts: no rows in {root}/manifest.jsonl")
+    n_samples = int(round(seconds * sample_rate))
+    prompts = []
+    for i in range(n):
+        row = pool[i % len(pool)]
+        audio = load_audio(root, row)[:n_samples]
+        if len(audio) < n_samples:
+            audio = np.pad(audio, (0, n_samples - len(audio)))
+        prompts.append({"id": row["id"], "caption": row["caption"], "reference": audio.astype(np.float32),
+                        "labels": crop_labels(row.get("labels"), seconds)})
+    return prompts
+
+
+def crop_labels(labels: dict[str, Any] | None, seconds: float) -> dict[str, Any] | None:
+    if not labels:
+        return None
+    out = dict(labels)
+    out["chords"] = [[lab, s, min(e, seconds)] for lab, s, e in labels.get("chords", []) if s < seconds]
+    out["melody"] = [[m, s, min(e, seconds)] for m, s, e in labels.get("melody", []) if s < seconds]
+    out["downbeats"] = [t for t in labels.get("downbeats", []) if t < seconds]
+    out["beats"] = [t for t in labels.get("beats", []) if t < seconds]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- metrics (Ray)
+def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions: list[str], sample_rate: int,
+                 cfg_eval: dict[str, Any]) -> list[dict[str, Any]]:
+    """One metric over one variant's clips; returns ``MetricResult.to_dict()`` rows (aesthetics gives four)."""
+    if kind == "fad":
+        from arfm.evaluate.fad import fad_score
+
+        res = [fad_score(audios, refs, sample_rate, model=cfg_eval["fad_model"])]
+    elif kind == "chord_iou":
+        from arfm.evaluate.chords import chord_iou_metric
+
+        res = [chord_iou_metric(audios, refs, sample_rate)]
+    elif kind == "beat_f1":
+        from arfm.evaluate.beats import beat_f1_metric
+
+        res = [beat_f1_metric(audios, refs, sample_rate)]
+    elif kind == "melody_sim":
+        from arfm.evaluate.melody import melody_similarity_metric
+
+        res = [melody_similarity_metric(audios, refs, sample_rate)]
+    elif kind == "clap":
+        from arfm.evaluate.clap import clap_score
+
+        res = [clap_score(audios, captions, sample_rate, cfg_eval.get("clap_checkpoint"))]
+    elif kind == "aesthetics":
+        from arfm.evaluate.aesthetics import aesthetics_scores
+
+        res = list(aesthetics_scores(audios, sample_rate, cfg_eval.get("aesthetics_checkpoint")).values())
+    else:
+        raise ValueError(f"unknown metric task {kind!r}")
+    return [r.to_dict() for r in res]
+
+
+def metric_jobs(prompts: list[dict[str, Any]], audios: list[np.ndarray]) -> dict[str, tuple[list, list]]:
+    """Which references each metric compares against: exact labels when the corpus has them, else audio."""
+    refs_audio = [p["reference"] for p in prompts]
+    labels = [p["labels"] for p in prompts]
+    have_audio = all(r is not None for r in refs_audio)
+    jobs: dict[str, tuple[list, list]] = {"clap": (audios, [None] * len(audios)),
+                                          "aesthetics": (audios, [None] * len(audios))}
+    if have_audio:
+        jobs["fad"] = (audios, refs_audio)
+        jobs["chord_iou"] = (audios, [lab["chords"] if lab else ref for lab, ref in zip(labels, refs_audio)])
+        jobs["beat_f1"] = (audios, [lab["downbeats"] if lab else ref for lab, ref in zip(labels, refs_audio)])
+        # the paper compares chromagrams of generated and reference audio (MusicGen's metric)
+        jobs["melody_sim"] = (audios, refs_audio)
+    return jobs
+
+
+def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, Any]], sample_rate: int,
+                   cfg: JobConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every (variant, metric) pair as one Ray task; ``{variant: {metric: result dict}}``."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=1)(_metric_task)
+    cfg_eval = cfg.eval.model_dump()
+    refs: dict[Any, tuple[str, str]] = {}
+    for variant, out in variants.items():
+        audios = ray.put(out["audio"])
+        captions = [p["caption"] for p in prompts]
+        for kind, (_, ref_list) in metric_jobs(prompts, out["audio"]).items():
+            refs[task.remote(kind, audios, ref_list, captions, sample_rate, cfg_eval)] = (variant, kind)
+    scores: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
+    for ref, (variant, _) in refs.items():
+        for row in ray.get(ref):
+            scores[variant][row["name"]] = row
+    return scores
+
+
+# ----------------------------------------------------------------------------------------- generation
+def _span(n_seconds: float, rng: np.random.Generator) -> tuple[float, float]:
+    length = INPAINT_SPAN_FRAC * n_seconds
+    lo, hi = INPAINT_MARGIN_FRAC * n_seconds, n_seconds - INPAINT_MARGIN_FRAC * n_seconds - length
+    start = float(rng.uniform(lo, max(lo, hi)))
+    return start, start + length
+
+
+def build_variants(gen: Any, cfg: JobConfig) -> dict[str, dict[str, Any]]:
+    """Variant name ("" for the default) -> ``{"sample": overrides, "controls": names|None, "inpaint": mode}``."""
+    variants: dict[str, dict[str, Any]] = {}
+    model_cfg = gen.cfg.model
+    if model_cfg.inpainting != "none":
+        variants["inpaint"] = {"sample": {}, "inpaint": "fim" if gen.paradigm == "ar" else "supervised"}
+        return variants
+    variants[""] = {"sample": {}, "controls": list(model_cfg.controls) or None}
+    if gen.paradigm == "fm":
+        for steps in cfg.eval.euler_steps:
+            if not (cfg.sample.solver == "euler" and cfg.sample.steps == steps):
+                variants[f"euler{steps}"] = {"sample": {"solver": "euler", "steps": steps}}
+            else:
+                variants[f"euler{steps}"] = {"alias": ""}
+        if not model_cfg.controls:
+            variants["inpaint_zs"] = {"sample": {}, "inpaint": "zero_shot"}
+    if len(model_cfg.controls) > 1:
+        for name in model_cfg.controls:
+            variants[f"single_{name}"] = {"sample": {}, "controls": [name]}
+    return variants
+
+
+def _controls_for(gen: Any, prompt: dict[str, Any], names: list[str] | None, n_frames: int) -> dict | None:
+    if not names:
+        return None
+    import torch
+
+    from arfm.controls import controls_from_labels, drums_from_latent
+
+    out: dict[str, list[int]] = {}
+    labels = prompt["labels"]
+    if labels and ({"chords", "melody"} & set(names)):
+        frames = controls_from_labels(labels, gen.frame_rate, n_frames)
+        out.update({k: frames[k].tolist() for k in ("chords", "melody") if k in names})
+    if "drums" in names and prompt["reference"] is not None:
+        audio = torch.from_numpy(prompt["reference"])[None, None].to(gen.device)
+        latent = gen.codec.encode_latent(audio)[:, :n_frames]
+        out["drums"] = drums_from_latent(gen.codec, latent)[0].tolist()
+    return out or None
+
+
+def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, Any], cfg: JobConfig,
+                     seconds: float) -> dict[str, Any]:
+    from arfm.generate import GenerationRequest
+
+    n_frames = gen.n_frames(seconds)
+    rng = np.random.default_rng(cfg.train.seed)
+    reqs = []
+    for i, p in enumerate(prompts):
+        req = GenerationRequest(caption=p["caption"], seconds=seconds, seed=cfg.train.seed + i,
+                                controls=_controls_for(gen, p, spec.get("controls"), n_frames))
+        if spec.get("inpaint"):
+            req.inpaint_audio, req.inpaint_span = p["reference"], _span(seconds, rng)
+            req.inpaint_mode = spec["inpaint"]
+        reqs.append(req)
+    t0 = time.perf_counter()
+    results = gen.generate(reqs, sample=spec.get("sample") or None, batch_size=cfg.eval.batch_size,
+                           return_entropy=gen.paradigm == "ar" and not spec.get("inpaint"))
+    return {"audio": [r.audio for r in results], "info": [r.info for r in results],
+            "seconds": time.perf_counter() - t0}
+
+
+# ------------------------------------------------------------------------------------------------- job
+def resolve_registered(uri: str, model: str) -> tuple[str, str]:
+    """``NAME``, ``NAME/VERSION`` or ``models:/NAME/VERSION`` -> (run id, model URI) of that registered version."""
+    from arfm import tracking
+
+    name, _, version = model.removeprefix("models:/").partition("/")
+    client = tracking.client(uri)
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise ValueError(f"--model: no registered model named {name!r} in {uri}")
+    if version and version != "latest":
+        chosen = [v for v in versions if str(v.version) == version]
+        if not chosen:
+            raise ValueError(f"--model: {name!r} has no version {version}")
+    else:
+        chosen = [max(versions, key=lambda v: int(v.version))]
+    return chosen[0].run_id, f"models:/{name}/{chosen[0].version}"
+
+
+def evaluate_run(cfg: JobConfig, run_id: str | None = None, model: str | None = None, n: int | None = None,
+                 log: bool = True) -> dict[str, Any]:
+    """Evaluate a trained model (an MLflow run id or a registered ``models:/NAME/VERSION``); returns
+    ``{"run_id", "metrics": {key: value}, "variants": [...]}``."""
+    import ray
+
+    from arfm import tracking
+    from arfm.evaluate.results import metric_key
+    from arfm.generate import Generator
+
+    if not run_id and not model:
+        raise ValueError("evaluate: give --run RUN_ID or --model NAME")
+    uri = tracking.tracking_uri(cfg)
+    if model and not Path(model).is_dir():
+        run_id, source = resolve_registered(uri, model)
+    else:
+        source = model or f"runs:/{run_id}/model"
+    gen = Generator.load(source, tracking_uri=uri)
+    # the training config of the model decides data and segment length; this job's cfg decides sampling
+    eval_cfg = gen.cfg.model_copy(update={"sample": cfg.sample, "eval": cfg.eval, "tracking": cfg.tracking})
+    if cfg.eval.prompts != "valid":
+        eval_cfg.eval.prompts = cfg.eval.prompts
+    seconds = float(cfg.sample.seconds or gen.cfg.data.segment_seconds)
+    n = n or cfg.eval.n_samples
+    prompts = load_prompts(eval_cfg, n, seconds, gen.sample_rate)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+    variants = build_variants(gen, eval_cfg)
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, spec in variants.items():
+        if "alias" in spec:
+            continue
+        outputs[name] = generate_variant(gen, prompts, spec, eval_cfg, seconds)
+    scores = score_variants(outputs, prompts, gen.sample_rate, eval_cfg)
+    for name, spec in variants.items():
+        if "alias" in spec:
+            scores[name], outputs[name] = scores[spec["alias"]], outputs[spec["alias"]]
+
+    from arfm.evaluate.per_sample import PerSample
+    from arfm.evaluate.results import MetricResult
+
+    table = PerSample(ids=[p["id"] for p in prompts], captions=[p["caption"] for p in prompts])
+    extra_metrics: dict[str, float] = {}
+    for variant, rows in scores.items():
+        for row in rows.values():
+            table.add(MetricResult(name=row["name"], value=row["value"], method=row["method"],
+                                   per_sample=row["per_sample"], skipped=row["skipped"],
+                                   ci=tuple(row["ci"]) if row["ci"] else None, extra=row["extra"]),
+                      variant or None)
+        out = outputs[variant]
+        extra_metrics[metric_key("gen_seconds_per_sample", variant or None)] = out["seconds"] / max(1, len(prompts))
+        nfe = [i.get("nfe") for i in out["info"] if i.get("nfe") is not None]
+        if nfe:
+            extra_metrics[metric_key("nfe", variant or None)] = float(np.mean(nfe))
+        entropy = [i["entropy"] for i in out["info"] if "entropy" in i]
+        if entropy and "alias" not in variants[variant]:
+            table.add_entropy(entropy, variant or None)
+    metrics = {**table.metrics(), **extra_metrics}
+    if log and run_id:
+        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, cfg.eval.audio_samples_logged)
+    return {"run_id": run_id, "metrics": metrics, "variants": list(scores)}
+
+
+def _log(uri: str, run_id: str, metrics: dict[str, float], table: Any, outputs: dict, variants: dict,
+         prompts: list[dict[str, Any]], sample_rate: int, n_audio: int) -> None:
+    import soundfile as sf
+    from mlflow.entities import Metric
+
+    from arfm import tracking
+
+    client = tracking.client(uri)
+    ts = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in metrics.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "eval"
+        (d / "audio").mkdir(parents=True)
+        table.write(d / "per_sample.json")
+        captions = {}
+        for variant, out in outputs.items():
+            if "alias" in variants[variant]:
+                continue
+            for i, audio in enumerate(out["audio"][:n_audio]):
+                name = f"{variant or 'default'}_{i:02d}.wav"
+                sf.write(d / "audio" / name, audio, sample_rate, subtype="PCM_16")
+                captions[name] = prompts[i]["caption"]
+        (d / "audio" / "captions.json").write_text(json.dumps(captions, indent=1))
+        client.log_artifacts(run_id, str(d), artifact_path="eval")
+    client.set_tag(run_id, "evaluated", "true")

@@ -1,0 +1,246 @@
+"""The one way to get audio from a trained model: load it once, then ``generate(requests)`` in batches.
+
+Evaluation jobs, Ray Tune trials and Ray Serve replicas all call :class:`Generator`, so every number the
+platform reports comes from the same code path::
+
+    gen = Generator.load("runs:/<run_id>/model")           # or a folder, "models:/arfm-fm/3", a run id
+    out = gen.generate([GenerationRequest("calm lofi piano, 80 bpm", seconds=10, seed=0)],
+                       sample={"solver": "euler", "steps": 50, "cfg": 3.0})
+    out[0].audio  # float32 mono at gen.sample_rate
+
+A request may carry temporal controls (per-frame indices at the model's frame rate, see
+:mod:`arfm.controls`) and an inpainting job (reference audio and the span to regenerate).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from arfm.config import JobConfig, SampleConfig
+
+
+@dataclass
+class GenerationRequest:
+    caption: str
+    seconds: float | None = None  # default: the model's training segment length
+    seed: int | None = None
+    controls: dict[str, Sequence[int]] | None = None  # per latent frame; missing controls get the null token
+    inpaint_audio: np.ndarray | None = None  # mono reference at the model's sample rate
+    inpaint_span: tuple[float, float] | None = None  # seconds [start, end) to regenerate
+    inpaint_mode: str | None = None  # fm: "supervised" | "zero_shot"; ar: "fim" (default: the model's own)
+
+
+@dataclass
+class GenerationResult:
+    audio: np.ndarray
+    sample_rate: int
+    caption: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class GenerationError(ValueError):
+    """A request the loaded model cannot serve; the message names the field."""
+
+
+def _as_sample_config(sample: SampleConfig | Mapping[str, Any] | None, base: SampleConfig) -> SampleConfig:
+    if sample is None:
+        return base
+    if isinstance(sample, SampleConfig):
+        return sample
+    return SampleConfig.model_validate({**base.model_dump(), **dict(sample)})
+
+
+def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:
+    """A saved-model folder from a local path, ``runs:/ID/model``, ``models:/NAME/VERSION`` or a bare run id."""
+    s = str(source)
+    if Path(s).is_dir():
+        return Path(s)
+    if re.fullmatch(r"[0-9a-f]{32}", s):
+        s = f"runs:/{s}/model"
+    if s.startswith(("runs:/", "models:/")):
+        import mlflow
+
+        from arfm import tracking
+
+        uri = tracking_uri or tracking.tracking_uri()
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=s, tracking_uri=uri))
+    raise GenerationError(f"source: {source!r} is neither a saved-model folder, runs:/RUN_ID/model, "
+                          "models:/NAME/VERSION nor an MLflow run id")
+
+
+class Generator:
+    def __init__(self, cfg: JobConfig, meta: dict[str, Any], model: torch.nn.Module, codec: Any,
+                 text_encoder: Any, device: torch.device) -> None:
+        self.cfg, self.meta, self.model, self.codec, self.text = cfg, meta, model, codec, text_encoder
+        self.device = device
+        self.paradigm = cfg.model.paradigm
+        self.sample_rate = int(codec.sample_rate)
+        self.frame_rate = float(codec.frame_rate)
+
+    @classmethod
+    def load(cls, source: str | Path, device: str | torch.device | None = None, codec: str | None = None,
+             tracking_uri: str | None = None) -> "Generator":
+        from arfm.latents import Codec
+        from arfm.modeling import load_model_dir
+        from arfm.text import build_text_encoder
+
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cfg, meta, model = load_model_dir(resolve_source(source, tracking_uri), dev)
+        codec_src = codec or cfg.codec.pretrained or meta.get("codec_path") or cfg.codec.path
+        try:
+            codec_obj = Codec.load(codec_src, device=dev)
+        except Exception as exc:
+            raise GenerationError(f"codec: cannot load {codec_src!r} recorded with the model ({exc}); "
+                                  "pass codec=PATH") from exc
+        if meta.get("codec") and codec_obj.identity != meta["codec"]:
+            raise GenerationError(f"codec: {codec_src} is {codec_obj.identity}, but the model was trained on "
+                                  f"{meta['codec']}")
+        text = build_text_encoder(cfg.text, device=dev)
+        if meta.get("text_encoder") and text.identity != meta["text_encoder"]:
+            raise GenerationError(f"text: encoder {text.identity} differs from the training one "
+                                  f"{meta['text_encoder']}")
+        return cls(cfg, meta, model, codec_obj, text, dev)
+
+    # ------------------------------------------------------------------------------------------------
+    def n_frames(self, seconds: float | None) -> int:
+        sec = float(seconds or self.cfg.data.segment_seconds)
+        if sec <= 0 or sec > 600:
+            raise GenerationError(f"seconds: {sec} is outside (0, 600]")
+        return self.codec.n_frames(sec)
+
+    def _controls(self, reqs: Sequence[GenerationRequest], n: int) -> dict[str, torch.Tensor] | None:
+        names = set(self.cfg.model.controls)
+        given = {k for r in reqs for k in (r.controls or {})}
+        unknown = given - names
+        if unknown:
+            raise GenerationError(f"controls: {sorted(unknown)} not known to this model (it takes "
+                                  f"{sorted(names) or 'none'})")
+        if not given:
+            return None
+        from arfm.controls import control_vocab
+
+        vocab = control_vocab(int(self.meta["codebook_size"]))
+        out = {}
+        for name in given:
+            rows = []
+            for i, r in enumerate(reqs):
+                seq = [int(v) for v in ((r.controls or {}).get(name) or [])]
+                bad = [v for v in seq if not 0 <= v < vocab[name]]
+                if bad:
+                    raise GenerationError(f"controls.{name}: index {bad[0]} outside [0, {vocab[name]})")
+                if seq and len(seq) < n:  # hold the last value to the end of the segment
+                    seq = seq + [seq[-1]] * (n - len(seq))
+                rows.append(seq[:n] if seq else [vocab[name]] * n)  # vocab size is the learned null token
+            out[name] = torch.tensor(rows, dtype=torch.long, device=self.device)
+        return out
+
+    def _noise_gen(self, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        g = torch.Generator(device=self.device)
+        g.manual_seed(int(seed))
+        return g
+
+    def generate(self, requests: Sequence[GenerationRequest], sample: SampleConfig | Mapping[str, Any] | None = None,
+                 batch_size: int = 16, return_entropy: bool = False) -> list[GenerationResult]:
+        """Generate one result per request, in order, batching requests of the same length and kind."""
+        sc = _as_sample_config(sample, self.cfg.sample)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            if not r.caption or not isinstance(r.caption, str):
+                raise GenerationError(f"requests[{i}].caption: a non-empty text is required")
+            key = (self.n_frames(r.seconds), r.inpaint_span is not None, r.inpaint_mode)
+            groups.setdefault(key, []).append(i)
+        for (n, inpaint, _), idx in groups.items():
+            for j in range(0, len(idx), batch_size):
+                chunk = idx[j: j + batch_size]
+                outs = self._run([requests[i] for i in chunk], n, sc, inpaint, return_entropy)
+                for i, res in zip(chunk, outs):
+                    results[i] = res
+        return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def _run(self, reqs: list[GenerationRequest], n: int, sc: SampleConfig, inpaint: bool,
+             return_entropy: bool) -> list[GenerationResult]:
+        t0 = time.perf_counter()
+        text, mask = self.text.encode([r.caption for r in reqs])
+        text, mask = text.to(self.device), mask.to(self.device)
+        controls = self._controls(reqs, n)
+        gen = self._noise_gen(reqs[0].seed)
+        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs)}
+        entropy = None
+        if inpaint:
+            audio = self._inpaint(reqs, n, text, mask, controls, sc, gen, info)
+        elif self.paradigm == "ar":
+            out = self.model.generate(text, mask, n, controls, temperature=sc.temperature, top_k=sc.top_k,
+                                      top_p=sc.top_p, cfg=sc.cfg, control_cfg=sc.control_cfg or None,
+                                      return_entropy=return_entropy, generator=gen)
+            codes, entropy = out if return_entropy else (out, None)
+            audio = self.codec.decode_tokens(codes)
+            info.update(temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg)
+        else:
+            latent, sinfo = self.model.sample(text, mask, n, controls, solver=sc.solver, steps=sc.steps, cfg=sc.cfg,
+                                              control_cfg=sc.control_cfg or None, rtol=sc.rtol, atol=sc.atol,
+                                              time_shift=sc.time_shift, generator=gen)
+            audio = self.codec.decode_latent(self.codec.unnormalize(latent))
+            info.update(sinfo)
+            info.update(cfg=sc.cfg)
+        audio = audio[:, 0, : self.codec.n_samples(n / self.frame_rate)].float().cpu().numpy()
+        info["latency_s"] = time.perf_counter() - t0
+        results = []
+        for k, r in enumerate(reqs):
+            item = dict(info)
+            if entropy is not None:
+                item["entropy"] = entropy[k].float().cpu().tolist()
+            results.append(GenerationResult(audio=audio[k].astype(np.float32), sample_rate=self.sample_rate,
+                                            caption=r.caption, info=item))
+        return results
+
+    def _inpaint(self, reqs, n, text, mask, controls, sc, gen, info) -> torch.Tensor:
+        spans = {tuple(r.inpaint_span) for r in reqs}
+        if len(spans) != 1:
+            raise GenerationError("inpaint_span: requests batched together must share one span")
+        start_s, end_s = spans.pop()
+        start, end = int(round(start_s * self.frame_rate)), int(round(end_s * self.frame_rate))
+        if not 0 <= start < end <= n:
+            raise GenerationError(f"inpaint_span: ({start_s}, {end_s}) s must lie inside the {n / self.frame_rate:g} s"
+                                  " segment")
+        wav = []
+        n_samples = self.codec.n_samples(n / self.frame_rate)
+        for i, r in enumerate(reqs):
+            if r.inpaint_audio is None:
+                raise GenerationError(f"requests[{i}].inpaint_audio: reference audio is required with inpaint_span")
+            a = np.zeros(n_samples, np.float32)
+            src = np.asarray(r.inpaint_audio, np.float32)[:n_samples]
+            a[: len(src)] = src
+            wav.append(a)
+        audio = torch.from_numpy(np.stack(wav))[:, None].to(self.device)
+        mode = reqs[0].inpaint_mode
+        info.update(inpaint_start=start, inpaint_end=end)
+        if self.paradigm == "ar":
+            if mode not in (None, "fim"):
+                raise GenerationError(f"inpaint_mode: an AR model inpaints with 'fim', not {mode!r}")
+            codes = self.codec.encode_tokens(audio)[..., :n]
+            out = self.model.inpaint(codes, start, end, text, mask, controls, temperature=sc.temperature,
+                                     top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg, generator=gen)
+            info["inpaint_mode"] = "fim"
+            return self.codec.decode_tokens(out)
+        supervised = self.cfg.model.inpainting == "supervised"
+        mode = mode or ("supervised" if supervised else "zero_shot")
+        if mode not in ("supervised", "zero_shot") or (mode == "supervised" and not supervised):
+            allowed = "'supervised' or 'zero_shot'" if supervised else "'zero_shot' (trained without inpainting)"
+            raise GenerationError(f"inpaint_mode: this FM model inpaints with {allowed}, not {mode!r}")
+        latent = self.codec.normalize(self.codec.encode_latent(audio))[:, :n]
+        out, sinfo = self.model.inpaint(latent, start, end, text, mask, controls, mode=mode, solver=sc.solver,
+                                        steps=sc.steps, cfg=sc.cfg, time_shift=sc.time_shift, generator=gen)
+        info.update(sinfo)
+        info["inpaint_mode"] = mode
+        return self.codec.decode_latent(self.codec.unnormalize(out))
