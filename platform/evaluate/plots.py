@@ -1,0 +1,119 @@
+"""PNG figures of the report (matplotlib, Agg backend): means with 95% interval error bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arfm.evaluate.results import METRICS
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _errbar(ax, xs, stats, label, line: bool = True):
+    import numpy as np
+
+    pts = [(x, s.summary) for x, s in zip(xs, stats) if s.summary is not None and s.summary.mean is not None]
+    if not pts:
+        return
+    x = [p[0] for p in pts]
+    y = np.array([p[1].mean for p in pts])
+    err = np.array([p[1].half_width or 0.0 for p in pts])
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if line else "none")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
+def plot_table2(picked, out: Path) -> Path | None:
+    """Table 2 as grouped error bars: frame rates on a categorical axis, one offset series per model."""
+    metrics = ["fad", "clap", "chord_iou", "beat_f1", "melody_sim"]
+    got = [(fr, m, r) for fr, m, r in picked if r is not None and r.evaluated]
+    if not got:
+        return None
+    plt = _plt()
+    frs = sorted({fr for fr, _, _ in got})
+    models = sorted({m for _, m, _ in got})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3))
+    for ax, metric in zip(axes, metrics):
+        for k, model in enumerate(models):
+            rs = [(fr, r) for fr, m, r in got if m == model]
+            off = (k - (len(models) - 1) / 2) * 0.12
+            _errbar(ax, [frs.index(fr) + off for fr, _ in rs], [r.stat(metric) for _, r in rs], model, line=False)
+        ax.set_xticks(range(len(frs)), [str(f) for f in frs])
+        ax.set_xlim(-0.5, len(frs) - 0.5)
+        ax.set_title(METRICS[metric][0])
+        ax.set_xlabel("frame rate (Hz)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out / "table2_paradigm_framerate.png")
+
+
+def plot_steps(data, out: Path) -> Path | None:
+    if not data:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, metric in zip(axes, ["fad", "clap"]):
+        for fr, by_steps in sorted(data.items()):
+            steps = sorted(by_steps)
+            _errbar(ax, steps, [by_steps[s][metric] for s in steps], f"{fr} Hz")
+        ax.set_xscale("log")
+        ax.set_xlabel("Euler steps")
+        ax.set_title(METRICS[metric][0])
+        ax.legend(fontsize=7)
+    return _save(fig, out / "fig3_euler_steps.png")
+
+
+def plot_t7(data, out: Path) -> Path | None:
+    if not data:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for fr in sorted({k[0] for k in data}):
+        ds = sorted(d for f, d in data if f == fr)
+        _errbar(ax, ds, [data[(fr, d)] for d in ds], f"{fr} Hz")
+    ax.set_xlabel("duration (s)")
+    ax.set_title("FAD↓ (figure 4 / table 7)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "fig4_framerate_duration.png")
+
+
+def plot_f8(data, out: Path) -> Path | None:
+    if not data:
+        return None
+    plt = _plt()
+    metrics = ["fad", "clap", "pq", "ce"]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+    for ax, metric in zip(axes, metrics):
+        for (model, d), by_b in sorted(data.items()):
+            bs = sorted(by_b)
+            _errbar(ax, bs, [by_b[b][metric] for b in bs], f"{model}, {d:g} s")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_title(METRICS[metric][0])
+    axes[0].legend(fontsize=7)
+    return _save(fig, out / "fig8_batch_duration.png")
+
+
+def plot_entropy(curves, out: Path) -> Path | None:
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for label, c in curves.items():
+        ax.plot(c.steps, c.mean, label=label)
+        ax.fill_between(c.steps, c.lo, c.hi, alpha=0.25)
+    ax.set_xlabel("sampling step")
+    ax.set_ylabel("entropy (nats)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "fig9_entropy.png")
