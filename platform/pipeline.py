@@ -1,0 +1,194 @@
+"""The study pipeline behind ``experiments/grid.py``: one idempotent stage after another.
+
+``data`` (synthesize the default corpus unless the dataset exists) -> ``codec`` (train one codec per frame
+rate unless it exists or a pretrained one is given) -> ``preprocess`` (Ray Data -> Parquet shards per frame
+rate and duration; resumable) -> ``train`` (every cell as a concurrent Ray task running a Ray Train job; cells
+whose MLflow run finished are skipped) -> ``evaluate`` (generate and score every trained cell) -> ``report``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from arfm.config import JobConfig
+from arfm.study import Cell, Study, cell_config, codec_config
+
+STAGES = ("data", "codec", "preprocess", "train", "evaluate", "report")
+
+
+def _train_cell(cfg_json: dict[str, Any], task: str) -> dict[str, Any]:
+    from arfm.config import JobConfig
+    from arfm.train.trainer import run_training
+
+    cfg = JobConfig.model_validate(cfg_json)
+    result = run_training(cfg, task)
+    return {k: result[k] for k in ("run_id", "final_step") if k in result}
+
+
+def _evaluate_cell(cfg_json: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from arfm.config import JobConfig
+    from arfm.evaluate.job import evaluate_run
+
+    return evaluate_run(JobConfig.model_validate(cfg_json), run_id=run_id)
+
+
+class StudyRunner:
+    def __init__(self, study: Study, root: Path, overrides: list[str] | None = None, console: Any = None,
+                 address: str | None = None) -> None:
+        from rich.console import Console
+
+        self.study, self.root = study, Path(root)
+        self.overrides = list(overrides or [])
+        self.console = console or Console()
+        self.address = address
+        self.timings: dict[str, float] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        self.console.print(f"[bold cyan]grid[/bold cyan] {msg}")
+
+    def cell_cfg(self, cell: Cell) -> JobConfig:
+        return cell_config(self.study, cell, self.root, self.overrides)
+
+    def codec_cfg(self, frame_rate: int) -> JobConfig:
+        return codec_config(self.study, frame_rate, self.root, self.overrides)
+
+    def _init_ray(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=True)
+            else:
+                # Inside `ray job submit` this joins the job's cluster; on a bare machine it starts a local Ray.
+                ray.init(include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
+
+    def _finished(self, cfg: JobConfig, job: str) -> str | None:
+        from arfm import tracking
+
+        return tracking.find_finished_run(cfg.tracking.experiment, cfg.study_cell, uri=tracking.tracking_uri(cfg),
+                                          job=job)
+
+    # -- stages --------------------------------------------------------------------------------------
+    def run(self, stages: list[str]) -> bool:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            from arfm.config import ConfigError
+
+            raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        self.log(f"study [bold]{self.study.name}[/bold]: {len(self.study.cells)} cell(s), home {self.root}")
+        self._init_ray()
+        ok = True
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            t0 = time.time()
+            self.log(f"stage [bold]{stage}[/bold]")
+            ok = getattr(self, f"stage_{stage}")() is not False and ok
+            self.timings[stage] = time.time() - t0
+            self.log(f"stage {stage} done in {self.timings[stage]:.0f} s")
+        return ok
+
+    def stage_data(self) -> None:
+        from arfm.data.synth import synthesize_dataset
+
+        cfg = self.codec_cfg(self.study.frame_rates[0])
+        manifest = Path(cfg.data.dataset) / "manifest.jsonl"
+        if manifest.exists():
+            self.log(f"dataset {cfg.data.dataset} exists: reused")
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.data.synth_clips, desc="synth", unit="clip")
+        synthesize_dataset(cfg.data.dataset, n=cfg.data.synth_clips, seconds=cfg.data.synth_seconds,
+                           seed=cfg.data.seed, workers=2, sample_rate=cfg.data.sample_rate,
+                           valid_fraction=cfg.data.valid_fraction,
+                           progress=lambda done, total: bar.update(done - bar.n))
+        bar.close()
+
+    def stage_codec(self) -> None:
+        from arfm.train.trainer import run_training
+
+        for fr in self.study.frame_rates:
+            cfg = self.codec_cfg(fr)
+            if cfg.codec.pretrained:
+                self.log(f"codec {fr} Hz: pretrained {cfg.codec.pretrained}")
+                continue
+            if (Path(cfg.codec.path) / "arfm_codec.json").exists():
+                self.log(f"codec {fr} Hz: {cfg.codec.path} exists: reused")
+                continue
+            result = run_training(cfg, "codec")
+            self.log(f"codec {fr} Hz trained: run {result['run_id']} ({result.get('final_step')} steps)")
+
+    def stage_preprocess(self) -> None:
+        from arfm.data.preprocess import preprocess
+
+        for fr, dur in self.study.shard_keys:
+            cell = next(c for c in self.study.cells if (c.frame_rate, c.duration) == (fr, dur))
+            cfg = self.cell_cfg(cell)
+            summary = preprocess(cfg, cfg.data.dataset, cfg.codec.pretrained or cfg.codec.path, cfg.data.shards)
+            self.log(f"shards {fr} Hz / {dur:g} s: {summary.get('written')} written, "
+                     f"{summary.get('skipped')} reused -> {cfg.data.shards}")
+
+    def stage_train(self) -> bool:
+        import ray
+
+        pending = {}
+        for cell in self.study.cells:
+            cfg = self.cell_cfg(cell)
+            done = self._finished(cfg, "train")
+            if done:
+                self.log(f"{cell.name}: finished run {done} reused")
+                continue
+            # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
+            ref = ray.remote(num_cpus=0, max_retries=0)(_train_cell).remote(cfg.model_dump(mode="json"),
+                                                                           cfg.model.paradigm)
+            pending[ref] = cell
+            self.log(f"{cell.name}: training started")
+        return self._wait(pending, "trained")
+
+    def stage_evaluate(self) -> bool:
+        import ray
+
+        pending = {}
+        for cell in self.study.cells:
+            cfg = self.cell_cfg(cell)
+            run_id = self._finished(cfg, "train")
+            if not run_id:
+                self.log(f"[yellow]{cell.name}: no finished training run, not evaluated[/yellow]")
+                continue
+            from arfm import tracking
+
+            if tracking.client(tracking.tracking_uri(cfg)).get_run(run_id).data.tags.get("evaluated") == "true":
+                self.log(f"{cell.name}: already evaluated")
+                continue
+            ref = ray.remote(num_cpus=1, max_retries=0)(_evaluate_cell).remote(cfg.model_dump(mode="json"), run_id)
+            pending[ref] = cell
+            self.log(f"{cell.name}: evaluation started")
+        return self._wait(pending, "evaluated")
+
+    def stage_report(self) -> None:
+        from arfm import tracking
+        from arfm.evaluate.report import build_report
+
+        cfg = self.cell_cfg(self.study.cells[0])
+        out = self.root / "reports" / self.study.experiment
+        path = build_report(cfg.tracking.experiment, out_dir=out, uri=tracking.tracking_uri(cfg))
+        self.log(f"report written: {path}")
+
+    def _wait(self, pending: dict, verb: str) -> bool:
+        import ray
+
+        ok = True
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+                self.log(f"[green]{cell.name}: {verb}[/green] {result}")
+            except Exception as exc:  # a failed cell keeps its checkpoints; the others go on
+                ok = False
+                self.log(f"[red]{cell.name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
+        return ok

@@ -1,0 +1,143 @@
+"""The study matrix: groups of axes -> cells -> one resolved :class:`~arfm.config.JobConfig` per cell.
+
+A cell is named from its axes (``ar-50hz-10s-b256-text``) and the name is the ``study_cell`` tag of its
+MLflow run, so a rerun can find what already finished. Cells that share a frame rate share one codec, and
+cells that share frame rate and duration share one set of shards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arfm.config import ConfigError, JobConfig, resolve
+
+AXES = ("paradigm", "frame_rate", "duration", "batch_size", "conditioning")
+CONDITIONINGS = ("text", "controls", "inpainting")
+
+
+def home() -> Path:
+    """Where runs, data, codecs, shards and the MLflow store live: ``$ARFM_HOME`` or ``./runs``."""
+    return Path(os.environ.get("ARFM_HOME", "runs")).resolve()
+
+
+@dataclass(frozen=True)
+class Cell:
+    group: str
+    paradigm: str
+    frame_rate: int
+    duration: float
+    batch_size: int
+    conditioning: str
+
+    @property
+    def name(self) -> str:
+        return (f"{self.paradigm}-{self.frame_rate}hz-{self.duration:g}s-b{self.batch_size}-"
+                f"{self.conditioning}")
+
+
+@dataclass
+class Study:
+    name: str
+    preset: str
+    experiment: str
+    cells: list[Cell]
+    data: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    codec_budget_s: float | None = None
+    train_budget_s: float | None = None
+
+    @property
+    def frame_rates(self) -> list[int]:
+        return sorted({c.frame_rate for c in self.cells})
+
+    @property
+    def shard_keys(self) -> list[tuple[int, float]]:
+        return sorted({(c.frame_rate, c.duration) for c in self.cells})
+
+
+def load_study(path: str | Path, name: str, only: list[str] | None = None) -> Study:
+    """Read study ``name`` from the YAML matrix, expand its groups and keep the cells matching ``only``
+    (a cell name, a group name, or a substring such as ``fm-`` or ``50hz``)."""
+    p = Path(path)
+    doc = yaml.safe_load(p.read_text()) or {}
+    studies = doc.get("studies") or {}
+    if name not in studies:
+        raise ConfigError(f"--preset: unknown study {name!r} in {p}; choose one of {', '.join(studies)}")
+    spec = studies[name]
+    cells: list[Cell] = []
+    for group, axes in (spec.get("groups") or {}).items():
+        missing = [a for a in AXES if a not in axes]
+        unknown = [a for a in axes if a not in AXES]
+        if missing or unknown:
+            raise ConfigError(f"studies.{name}.groups.{group}: axes must be exactly {', '.join(AXES)}"
+                              f" (missing {missing or '-'}, unknown {unknown or '-'})")
+        for values in itertools.product(*(axes[a] for a in AXES)):
+            cell = Cell(group, *values)
+            if cell.conditioning not in CONDITIONINGS:
+                raise ConfigError(f"studies.{name}.groups.{group}.conditioning: {cell.conditioning!r} is not one of"
+                                  f" {', '.join(CONDITIONINGS)}")
+            if all(c.name != cell.name for c in cells):
+                cells.append(cell)
+    if only:
+        cells = [c for c in cells if any(o == c.group or o in c.name for o in only)]
+        if not cells:
+            raise ConfigError(f"--only {' '.join(only)}: no cell of study {name!r} matches")
+    return Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
+                 cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
+                 codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"))
+
+
+def _paths(root: Path, frame_rate: int, duration: float) -> dict[str, str]:
+    return {
+        "data.dataset": str(root / "data" / "synth"),
+        "data.shards": str(root / "shards" / f"{frame_rate}hz-{duration:g}s"),
+        "codec.path": str(root / "codec" / f"{frame_rate}hz"),
+    }
+
+
+def base_overrides(study: Study, root: Path) -> list[str]:
+    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in study.overrides.items()]
+    items.append(f"tracking.experiment={study.experiment}")
+    items.append(f"tracking.uri={os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite:///' + str(root / 'mlflow.db')}")
+    if "clips" in study.data:
+        items.append(f"data.synth_clips={study.data['clips']}")
+    if "seconds" in study.data:
+        items.append(f"data.synth_seconds={study.data['seconds']}")
+    return items
+
+
+def codec_config(study: Study, frame_rate: int, root: Path, extra: list[str] | None = None) -> JobConfig:
+    sets = base_overrides(study, root)
+    sets += [f"{k}={v}" for k, v in _paths(root, frame_rate, study.cells[0].duration).items()]
+    sets += [f"codec.frame_rate={frame_rate}", f"name=codec-{frame_rate}hz", f"study_cell=codec-{frame_rate}hz"]
+    if study.codec_budget_s:
+        sets.append(f"codec.time_budget_s={study.codec_budget_s}")
+    return resolve(preset=study.preset, overrides=sets + list(extra or []))
+
+
+def cell_config(study: Study, cell: Cell, root: Path, extra: list[str] | None = None) -> JobConfig:
+    sets = base_overrides(study, root)
+    sets += [f"{k}={v}" for k, v in _paths(root, cell.frame_rate, cell.duration).items()]
+    sets += [
+        f"name={cell.name}",
+        f"study_cell={cell.name}",
+        f"model.paradigm={cell.paradigm}",
+        f"codec.frame_rate={cell.frame_rate}",
+        f"data.segment_seconds={cell.duration}",
+        f"sample.seconds={cell.duration}",
+        f"train.batch_size={cell.batch_size}",
+    ]
+    if cell.conditioning == "controls":
+        sets.append("model.controls=[chords, melody, drums]")
+    if cell.conditioning == "inpainting":
+        sets.append(f"model.inpainting={'fim' if cell.paradigm == 'ar' else 'supervised'}")
+    if study.train_budget_s:
+        sets.append(f"train.time_budget_s={study.train_budget_s}")
+    # User overrides come last so `--set` on the grid wins over the matrix.
+    return resolve(preset=study.preset, overrides=sets + list(extra or []))
