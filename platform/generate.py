@@ -70,6 +70,7 @@ def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:
         from arfm import tracking
 
         uri = tracking_uri or tracking.tracking_uri()
+        mlflow.set_registry_uri(uri)  # models:/ names resolve in this store's registry, not the default one
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=s, tracking_uri=uri))
     raise GenerationError(f"source: {source!r} is neither a saved-model folder, runs:/RUN_ID/model, "
                           "models:/NAME/VERSION nor an MLflow run id")

@@ -132,42 +132,76 @@ class StudyRunner:
             self.log(f"shards {fr} Hz / {dur:g} s: {summary.get('written')} written, "
                      f"{summary.get('skipped')} reused -> {cfg.data.shards}")
 
+    def max_concurrent(self, cfg: JobConfig) -> int:
+        """How many training cells fit side by side while leaving one CPU for Ray Data's readers.
+
+        Every training job holds ``workers x cpus_per_worker`` CPUs (and GPUs when asked) for its whole run; if
+        the jobs took every CPU, their Ray Data read tasks would wait forever for one.
+        """
+        import ray
+
+        total = ray.cluster_resources()
+        t = cfg.train
+        by_cpu = int((total.get("CPU", 1) - 1) // max(1, t.workers * t.cpus_per_worker))
+        limits = [by_cpu]
+        if t.use_gpu:
+            limits.append(int(total.get("GPU", 0) // t.workers))
+        return max(1, min(limits))
+
     def stage_train(self) -> bool:
         import ray
 
-        pending = {}
+        todo: list[tuple[Cell, JobConfig]] = []
         for cell in self.study.cells:
             cfg = self.cell_cfg(cell)
             done = self._finished(cfg, "train")
             if done:
                 self.log(f"{cell.name}: finished run {done} reused")
-                continue
-            # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
-            ref = ray.remote(num_cpus=0, max_retries=0)(_train_cell).remote(cfg.model_dump(mode="json"),
-                                                                           cfg.model.paradigm)
-            pending[ref] = cell
-            self.log(f"{cell.name}: training started")
-        return self._wait(pending, "trained")
+            else:
+                todo.append((cell, cfg))
+        if not todo:
+            return True
+        limit = self.max_concurrent(todo[0][1])
+        self.log(f"{len(todo)} cell(s) to train, {limit} at a time")
+        # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
+        remote = ray.remote(num_cpus=0, max_retries=0)(_train_cell)
+        return self._run_limited([(c, (cfg.model_dump(mode="json"), cfg.model.paradigm)) for c, cfg in todo],
+                                 remote, limit, "trained")
+
+    def _run_limited(self, items: list[tuple[Cell, tuple]], remote: Any, limit: int, verb: str) -> bool:
+        pending: dict[Any, Cell] = {}
+        ok = True
+        while items or pending:
+            while items and len(pending) < limit:
+                cell, args = items.pop(0)
+                pending[remote.remote(*args)] = cell
+                self.log(f"{cell.name}: started")
+            ok = self._wait(pending, verb, until_one=True) and ok
+        return ok
 
     def stage_evaluate(self) -> bool:
         import ray
 
-        pending = {}
+        from arfm import tracking
+
+        todo = []
         for cell in self.study.cells:
             cfg = self.cell_cfg(cell)
             run_id = self._finished(cfg, "train")
             if not run_id:
                 self.log(f"[yellow]{cell.name}: no finished training run, not evaluated[/yellow]")
                 continue
-            from arfm import tracking
-
             if tracking.client(tracking.tracking_uri(cfg)).get_run(run_id).data.tags.get("evaluated") == "true":
                 self.log(f"{cell.name}: already evaluated")
                 continue
-            ref = ray.remote(num_cpus=1, max_retries=0)(_evaluate_cell).remote(cfg.model_dump(mode="json"), run_id)
-            pending[ref] = cell
-            self.log(f"{cell.name}: evaluation started")
-        return self._wait(pending, "evaluated")
+            todo.append((cell, (cfg.model_dump(mode="json"), run_id)))
+        if not todo:
+            return True
+        # The job generates, then waits on its metric tasks (one CPU each): it holds no CPU itself, and at most
+        # CPUs - 1 jobs run at once so their metric tasks always find a CPU.
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1) - 1))
+        remote = ray.remote(num_cpus=0, max_retries=0)(_evaluate_cell)
+        return self._run_limited(todo, remote, limit, "evaluated")
 
     def stage_report(self) -> None:
         from arfm import tracking
@@ -178,7 +212,7 @@ class StudyRunner:
         path = build_report(cfg.tracking.experiment, out_dir=out, uri=tracking.tracking_uri(cfg))
         self.log(f"report written: {path}")
 
-    def _wait(self, pending: dict, verb: str) -> bool:
+    def _wait(self, pending: dict, verb: str, until_one: bool = False) -> bool:
         import ray
 
         ok = True
@@ -191,4 +225,6 @@ class StudyRunner:
             except Exception as exc:  # a failed cell keeps its checkpoints; the others go on
                 ok = False
                 self.log(f"[red]{cell.name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
+            if until_one:
+                break
         return ok
