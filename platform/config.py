@@ -57,6 +57,14 @@ class CodecConfig(_Section):
     commitment_weight: float = Field(1.0, ge=0)
     adversarial: bool = False
     norm_segments: int = Field(2048, ge=1, description="segments used for the latent normalization (E.2)")
+    activation: Literal["gelu", "elu"] = Field("gelu", description="E.3 uses GELU; released EnCodec uses ELU")
+    quantizer_dropout: bool = Field(True, description="train with a random number of codebooks per batch")
+    passthrough_prob: float = Field(
+        0.25, ge=0, le=1, description="per-sample probability that the decoder gets the un-quantized latent (FM)"
+    )
+    ema_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the codebook updates")
+    l1_weight: float = Field(10.0, ge=0, description="weight of the time-domain L1 loss")
+    mel_weight: float = Field(1.0, ge=0, description="weight of the multi-resolution mel STFT loss")
 
 
 class TextConfig(_Section):
@@ -119,7 +127,7 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(10, ge=1)
     max_failures: int = Field(2, ge=0)
-    time_budget_s: float | None = Field(None, gt=0, description="stop training after this many seconds")
+    time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of training (start-up excluded)")
     fail_at_step: int | None = Field(None, ge=1, description="testing: raise in worker 0 at this step, once")
     seed: int = 0
 
@@ -189,8 +197,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU and CI: seconds per step, minutes for a whole pipeline.
     "tiny": {
         "data": {"synth_clips": 48, "synth_seconds": 4.0, "segment_seconds": 4.0},
-        "codec": {"latent_dim": 32, "codebook_size": 256, "base_channels": 8, "lstm_layers": 0, "steps": 400,
-                  "batch_size": 8, "lr": 1e-3, "train_seconds": 1.0, "norm_segments": 64},
+        # codec: tuned for ~3 CPU-minutes (see platform/train/tasks/codec.py): short crops, ELU, no quantizer
+        # dropout, fast EMA codebooks and a strong L1 term so that the waveform phase is learnt early.
+        "codec": {"latent_dim": 32, "codebook_size": 256, "base_channels": 8, "lstm_layers": 0, "steps": 3000,
+                  "batch_size": 8, "lr": 3e-3, "train_seconds": 0.25, "norm_segments": 64, "activation": "elu",
+                  "quantizer_dropout": False, "ema_decay": 0.9, "l1_weight": 30.0},
         "text": {"encoder": "minilm", "max_tokens": 32},
         "model": {"layers": 2, "dim": 64, "heads": 4, "ffn": 128},
         "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 50,

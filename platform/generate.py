@@ -158,12 +158,13 @@ class Generator:
         for i, r in enumerate(requests):
             if not r.caption or not isinstance(r.caption, str):
                 raise GenerationError(f"requests[{i}].caption: a non-empty text is required")
-            key = (self.n_frames(r.seconds), r.inpaint_span is not None, r.inpaint_mode)
+            span = tuple(r.inpaint_span) if r.inpaint_span is not None else None
+            key = (self.n_frames(r.seconds), span, r.inpaint_mode)
             groups.setdefault(key, []).append(i)
-        for (n, inpaint, _), idx in groups.items():
+        for (n, span, _), idx in groups.items():
             for j in range(0, len(idx), batch_size):
                 chunk = idx[j: j + batch_size]
-                outs = self._run([requests[i] for i in chunk], n, sc, inpaint, return_entropy)
+                outs = self._run([requests[i] for i in chunk], n, sc, span is not None, return_entropy)
                 for i, res in zip(chunk, outs):
                     results[i] = res
         return [r for r in results if r is not None]

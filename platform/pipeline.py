@@ -205,12 +205,12 @@ class StudyRunner:
 
     def stage_report(self) -> None:
         from arfm import tracking
-        from arfm.evaluate.report import build_report
+        from arfm.evaluate.report import write_report
 
         cfg = self.cell_cfg(self.study.cells[0])
         out = self.root / "reports" / self.study.experiment
-        path = build_report(cfg.tracking.experiment, out_dir=out, uri=tracking.tracking_uri(cfg))
-        self.log(f"report written: {path}")
+        rep = write_report(cfg.tracking.experiment, out=out, uri=tracking.tracking_uri(cfg), log=True)
+        self.log(f"report written: {rep.path} ({len(rep.figures)} figures)")
 
     def _wait(self, pending: dict, verb: str, until_one: bool = False) -> bool:
         import ray
