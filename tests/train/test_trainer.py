@@ -163,8 +163,9 @@ def test_resume_continues_the_same_run_and_honours_the_time_budget(faulty_run):
     from mlflow.tracking import MlflowClient
 
     _, r = faulty_run
-    # 1000 more steps but a 1 s budget (already spent while Ray starts): one step, then a clean stop
-    cfg = _cfg("train.steps=1000", "train.time_budget_s=1", *BASE)
+    # 1000 more steps but a training budget shorter than one step (start-up is not counted): one step, then a
+    # clean stop
+    cfg = _cfg("train.steps=1000", "train.time_budget_s=0.001", *BASE)
     r2 = trainer.run_training(cfg, FakeTask(), resume=r["run_id"])
     assert r2["run_id"] == r["run_id"] and r2["storage_path"] == r["storage_path"]
     assert [a["start_step"] for a in r2["attempts"]] == [0, 2, 5]  # continues at 5; no second injected failure
@@ -177,7 +178,7 @@ def test_resume_continues_the_same_run_and_honours_the_time_budget(faulty_run):
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
     assert run.data.tags["stopped"] == "time_budget" and run.data.tags["final_step"] == "6"
     assert json.loads(run.data.tags["resumed_with_changes"]) == {"train.steps": "1000",
-                                                                  "train.time_budget_s": "1.0"}
+                                                                  "train.time_budget_s": "0.001"}
     assert [m.step for m in c.get_metric_history(r["run_id"], "loss")] == [1, 2, 3, 4, 5, 6]
     assert len([v for v in c.search_model_versions("name='arfm-fake'") if v.run_id == r["run_id"]]) == 2
 
