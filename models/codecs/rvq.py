@@ -9,7 +9,11 @@ RVQ: the first codebook quantizes the latent ``z``; codebook ``j`` quantizes the
 * codes whose EMA usage ``N_c`` falls below a threshold are dead and are reset to random current residuals;
 * the first batch initialises each codebook with k-means;
 * the straight-through estimator passes the decoder's gradient to the encoder unchanged: ``z + sg(zhat - z)``;
-* the commitment loss ``||r_j - sg(zhat_j)||^2`` (mean over the codebooks used) pulls the encoder toward its codes.
+* the commitment loss pulls the encoder output toward its quantization. Default (``"per_codebook"``, as
+  audiocraft): the mean over the codebooks used of ``||r_j - sg(zhat_j)||^2`` with ``r_j = z - sum_{l<j} sg(zhat_l)``
+  (every term reaches the encoder: we have no per-codebook projections). ``"full"``: VQ-VAE's term on the
+  whole RVQ output ``||z - sg(zhat_1 + ... + zhat_nq)||^2``. On the tiny CPU codec the per-codebook form gave
+  1-3 dB better SI-SNR after 220-400 steps (2 seeds, synthetic music and tones).
 
 The codebooks are any modules holding the buffers ``embed [C, D]``, ``embed_avg [C, D]``, ``cluster_size [C]``
 and ``inited [1]`` — the layout of ``transformers``' ``EncodecEuclideanCodebook`` and of
@@ -90,7 +94,7 @@ def kmeans(x: torch.Tensor, n_codes: int, iters: int = 10) -> tuple[torch.Tensor
 class RVQOutput:
     quantized: torch.Tensor  # [B, D, T], straight-through: forward = sum of the first n_q codewords
     codes: torch.Tensor  # [B, K, T] codes of ALL K codebooks (the residual chain is always computed)
-    commit_loss: torch.Tensor  # scalar, mean over the n_q codebooks used
+    commit_loss: torch.Tensor  # scalar commitment loss over the n_q codebooks used
     n_q: int
     usage: torch.Tensor  # [K] fraction of codes used in this batch (per codebook), for logging
 
@@ -103,9 +107,12 @@ class EMAResidualVQ:
     """
 
     def __init__(self, decay: float = 0.99, eps: float = 1e-5, dead_code_threshold: float = 0.1,
-                 kmeans_iters: int = 10):
+                 kmeans_iters: int = 10, commitment: str = "per_codebook"):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1) (got {decay})")
+        if commitment not in ("full", "per_codebook"):
+            raise ValueError(f"commitment must be 'full' or 'per_codebook' (got {commitment!r})")
+        self.commitment = commitment
         self.decay = decay
         self.eps = eps
         self.dead_code_threshold = dead_code_threshold
@@ -127,9 +134,9 @@ class EMAResidualVQ:
         residual = z.detach().transpose(1, 2).reshape(-1, D).float()
         q_sum = torch.zeros_like(residual)
         z_flat = z.transpose(1, 2).reshape(-1, D)
-        commit = []
         codes = []
         usage = []
+        per_codebook: list[torch.Tensor] = []
         for j, cb in enumerate(codebooks):
             if update and not bool(cb.inited.item()):
                 self._init(cb, residual)
@@ -138,9 +145,8 @@ class EMAResidualVQ:
                 ind = nearest_code(residual, embed)
             q = F.embedding(ind, embed)  # [N, D] (no grad: embed is a buffer)
             if j < n_q:
-                # commitment: ||r_j - sg(q_j)||^2 where r_j = z - sum_{l<j} sg(q_l) carries the encoder's gradient
-                r_grad = z_flat.float() - q_sum
-                commit.append(F.mse_loss(r_grad, q.detach()))
+                if self.commitment == "per_codebook":  # ||(z - sum_{l<j} sg(q_l)) - sg(q_j)||^2
+                    per_codebook.append(F.mse_loss(z_flat.float() - q_sum, q.detach()))
                 q_sum = q_sum + q
             codes.append(ind.view(B, T))
             usage.append(torch.bincount(ind, minlength=cb.embed.shape[0]).gt(0).float().mean())
@@ -148,10 +154,14 @@ class EMAResidualVQ:
                 self._ema_update(cb, residual, ind)
             residual = residual - q
         quantized_flat = z_flat + (q_sum.to(z_flat.dtype) - z_flat).detach()  # straight-through
+        if self.commitment == "full":
+            commit = F.mse_loss(z_flat.float(), q_sum.detach())  # ||z - sg(sum_{j<=n_q} zhat_j)||^2
+        else:
+            commit = torch.stack(per_codebook).mean()
         return RVQOutput(
             quantized=quantized_flat.view(B, T, D).transpose(1, 2),
             codes=torch.stack(codes, dim=1),
-            commit_loss=torch.stack(commit).mean(),
+            commit_loss=commit,
             n_q=n_q,
             usage=torch.stack(usage),
         )

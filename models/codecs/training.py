@@ -69,6 +69,7 @@ class CodecTrainingModel(nn.Module):
         passthrough_prob: float = 0.25,
         ema_decay: float = 0.99,
         dead_code_threshold: float = 0.1,
+        commitment: str = "per_codebook",
         mel_fft_sizes=(512, 1024, 2048),
         n_mels: int = 64,
     ):
@@ -80,7 +81,7 @@ class CodecTrainingModel(nn.Module):
         self.mel_weight = mel_weight
         self.quantizer_dropout = quantizer_dropout
         self.passthrough_prob = passthrough_prob
-        self.rvq = EMAResidualVQ(decay=ema_decay, dead_code_threshold=dead_code_threshold)
+        self.rvq = EMAResidualVQ(decay=ema_decay, dead_code_threshold=dead_code_threshold, commitment=commitment)
         self.mel_loss = mel_stft_loss(sample_rate, mel_fft_sizes, n_mels)
 
     @property

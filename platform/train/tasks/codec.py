@@ -1,0 +1,196 @@
+"""The codec training task: an EnCodec autoencoder trained on random crops of the dataset's train split.
+
+The trainer (or :func:`arfm.train.local.train_local`) runs it with the ``train`` section produced by
+:meth:`CodecTask.job_config`, which copies the codec's own optimisation fields (``codec.steps``,
+``codec.batch_size``, ``codec.lr``, ``codec.time_budget_s``) into ``train`` and uses audiocraft's EnCodec
+optimiser settings (Adam betas 0.5/0.9, no weight decay, constant learning rate).
+
+The final artifact is a :class:`arfm.latents.Codec` directory (hub format + ``arfm_codec.json``) holding the
+latent normalization of appendix E.2, written to the trainer's ``out_dir`` and to ``codec.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from arfm.config import JobConfig
+
+
+# ------------------------------------------------------------------------------------------- data helpers
+def _clips(cfg: "JobConfig", split: str) -> list[dict[str, Any]]:
+    """``[{"path": absolute wav path, "frames": int}]`` for a split of ``cfg.data.dataset``."""
+    from arfm.data.manifest import read_manifest
+
+    root = Path(cfg.data.dataset)
+    rows = read_manifest(root, split)
+    if not rows:
+        raise ValueError(f"{root}: the manifest has no {split!r} clips; create data with `arfm data synth`")
+    out = []
+    for r in rows:
+        if int(r.get("sample_rate", cfg.data.sample_rate)) != cfg.data.sample_rate:
+            raise ValueError(f"{r['path']}: {r['sample_rate']} Hz but data.sample_rate={cfg.data.sample_rate}")
+        out.append({"path": str((root / r["path"]).resolve()),
+                    "frames": int(round(float(r["seconds"]) * cfg.data.sample_rate))})
+    return out
+
+
+def read_crop(path: str, frames: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n``-sample mono crop of a WAV file of ``frames`` samples (zero-padded when shorter)."""
+    import soundfile as sf
+
+    start = int(rng.integers(0, frames - n + 1)) if frames > n else 0
+    audio, _ = sf.read(path, start=start, frames=n, dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if len(audio) < n:
+        audio = np.pad(audio, (0, n - len(audio)))
+    return audio.astype(np.float32)
+
+
+def random_crops(cfg: "JobConfig", seconds: float, n: int, split: str = "train", seed: int = 0) -> Iterator[np.ndarray]:
+    """``n`` random crops of ``seconds`` from random clips of a split (reproducible for a seed)."""
+    clips = _clips(cfg, split)
+    rng = np.random.default_rng(seed)
+    length = int(round(seconds * cfg.data.sample_rate))
+    for _ in range(n):
+        c = clips[int(rng.integers(len(clips)))]
+        yield read_crop(c["path"], c["frames"], length, rng)
+
+
+class _CropRows:
+    """Ray ``flat_map`` callable: one clip row -> ``crops`` rows ``{"audio": float32[S]}`` at random offsets."""
+
+    def __init__(self, n: int, crops_per_clip: int):
+        self.n, self.crops = n, crops_per_clip
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        rng = np.random.default_rng()  # fresh entropy: new crops every epoch (the dataset is re-executed)
+        return [{"audio": read_crop(row["path"], int(row["frames"]), self.n, rng)} for _ in range(self.crops)]
+
+
+# ------------------------------------------------------------------------------------------------ the task
+class CodecTask:
+    """Implements :class:`arfm.train.task.Task` for ``arfm codec train``."""
+
+    def __init__(self, name: str = "codec"):
+        self.name = name
+
+    # -- configuration ------------------------------------------------------------------------------------
+    def job_config(self, cfg: "JobConfig") -> "JobConfig":
+        """``cfg`` with the codec's optimisation fields copied into ``train`` (what the training loop reads)."""
+        c = cfg.codec
+        train = cfg.train.model_copy(update={
+            "steps": c.steps, "batch_size": c.batch_size, "lr": c.lr, "time_budget_s": c.time_budget_s,
+            "warmup_steps": 0, "schedule": "constant", "betas": (0.5, 0.9), "weight_decay": 0.0,
+            "ema_decay": None,
+        })
+        return cfg.model_copy(update={"train": train})
+
+    def tags(self, cfg: "JobConfig") -> dict[str, str]:
+        return {"paradigm": "codec", "latent": "encodec", "frame_rate": str(cfg.codec.frame_rate),
+                "codec_pretrained": str(cfg.codec.pretrained or "")}
+
+    # -- model --------------------------------------------------------------------------------------------
+    def build_model(self, cfg: "JobConfig") -> "torch.nn.Module":
+        from arfm.latents import Codec
+        from arfm.models.codecs import CodecTrainingModel
+
+        c = cfg.codec
+        if c.pretrained:  # fine-tune released weights (their codebooks are already initialised)
+            codec = Codec.load(c.pretrained)
+        else:
+            codec = Codec.from_config(c, cfg.data.sample_rate, seed=cfg.train.seed)
+        if c.adversarial:
+            raise ValueError("codec.adversarial=true is not implemented: the codec trains on L1 + mel + "
+                             "commitment losses only; set codec.adversarial=false")
+        model = CodecTrainingModel(
+            codec.model, codec.sample_rate, commitment_weight=c.commitment_weight, l1_weight=c.l1_weight,
+            mel_weight=c.mel_weight,
+            quantizer_dropout=c.quantizer_dropout, passthrough_prob=c.passthrough_prob, ema_decay=c.ema_decay,
+        )
+        return model.train()
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def _crop_geometry(self, cfg: "JobConfig") -> tuple[list[dict[str, Any]], int, int]:
+        clips = _clips(cfg, "train")
+        n = int(round(cfg.codec.train_seconds * cfg.data.sample_rate))
+        mean_frames = float(np.mean([c["frames"] for c in clips]))
+        return clips, n, max(1, math.ceil(mean_frames / n))
+
+    def train_dataset(self, cfg: "JobConfig"):
+        """A Ray Dataset of rows ``{"audio": float32[train_seconds * sr]}``: ``ceil(clip / train_seconds)`` random
+        crops of each train clip per epoch (new offsets every epoch)."""
+        import ray.data
+
+        clips, n, crops = self._crop_geometry(cfg)
+        ds = ray.data.from_items(clips, override_num_blocks=max(1, min(len(clips), 16)))
+        return ds.flat_map(_CropRows(n, crops))
+
+    def local_batches(self, cfg: "JobConfig", batch_size: int | None = None, seed: int | None = None
+                      ) -> Iterator[dict[str, Any]]:
+        """The same crops without Ray (for :func:`arfm.train.local.train_local`): collated batches, forever."""
+        clips, n, _ = self._crop_geometry(cfg)
+        bs = batch_size or cfg.train.batch_size
+        rng = np.random.default_rng(cfg.train.seed if seed is None else seed)
+        while True:
+            idx = rng.integers(0, len(clips), bs)
+            audio = np.stack([read_crop(clips[i]["path"], clips[i]["frames"], n, rng) for i in idx])
+            yield self.collate(cfg, {"audio": audio})
+
+    def collate(self, cfg: "JobConfig", batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        audio = np.stack(list(batch["audio"])).astype(np.float32, copy=False)
+        return {"audio": torch.from_numpy(audio)[:, None, :]}
+
+    # -- artifact -----------------------------------------------------------------------------------------
+    def finalize(self, cfg: "JobConfig", model: "torch.nn.Module", out_dir: Path) -> dict[str, float]:
+        """Compute the E.2 normalization over ``codec.norm_segments`` random ``data.segment_seconds`` crops, save
+        the codec to ``out_dir`` and ``codec.path``, and return validation reconstruction metrics."""
+        import copy
+
+        import torch
+
+        from arfm.config import dump_yaml
+        from arfm.evaluate.reconstruction import evaluate_codec
+        from arfm.latents import Codec, compute_normalization
+
+        t0 = time.time()
+        autoencoder = copy.deepcopy(getattr(model, "autoencoder", model)).to("cpu").float().eval()
+        codec = Codec(autoencoder, source=f"arfm codec train ({cfg.name})")
+        if torch.cuda.is_available() and cfg.train.use_gpu:
+            codec.to("cuda")
+        seconds = cfg.data.segment_seconds
+        mean, mean_std = compute_normalization(
+            codec, random_crops(cfg, seconds, cfg.codec.norm_segments, seed=cfg.data.seed + 1),
+            cfg.codec.norm_segments, segment_seconds=seconds)
+        out_dir = Path(out_dir)
+        metrics: dict[str, float] = {"norm_mean": mean, "norm_mean_std": mean_std}
+        try:
+            report = evaluate_codec(codec, cfg.data.dataset, "valid", max_clips=16,
+                                    seconds=min(seconds, 10.0))
+        except ValueError as exc:  # no valid split: the codec is still usable
+            print(f"[arfm codec] no reconstruction metrics: {exc}", flush=True)
+            report = None
+        codec.to("cpu").save(out_dir)
+        (out_dir / "config.yaml").write_text(dump_yaml(cfg))
+        if report is not None:
+            metrics.update({f"recon_{k}": v for k, v in report["summary"].items()})
+            (out_dir / "reconstruction.json").write_text(json.dumps(report, indent=1))
+        target = Path(cfg.codec.path)
+        if target.resolve() != out_dir.resolve():
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(out_dir, target)
+        metrics["finalize_s"] = time.time() - t0
+        return metrics
