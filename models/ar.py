@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .build import ARConfig
 from .cfg import Guidance
-from .conditioning import ControlEmbedder, TextConditioner, pad_frames
+from .conditioning import ControlEmbedder, TextConditioner, control_frames, pad_frames
 from .fim import fim_arrange, fim_restore, prompt_frames
 from .patterns import deinterleave, interleave, n_steps, step_frames
 from .sampling import entropy, sample_tokens
@@ -76,11 +76,7 @@ class ARModel(nn.Module):
         return {n: self.controls.null(n) for n in self.controls.names} if self.controls is not None else {}
 
     def _control_frames(self, controls, batch: int, n_frames: int, drop=None) -> tuple[dict | None, list[str]]:
-        if self.controls is None:
-            return None, []
-        controls = controls or {}
-        present = [n for n in self.controls.names if controls.get(n) is not None]
-        return self.controls.indices(controls, batch, n_frames, self.device, drop), present
+        return control_frames(self.controls, controls, batch, n_frames, self.device, drop)
 
     # ------------------------------------------------------------------------------------- training
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:

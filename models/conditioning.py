@@ -98,6 +98,19 @@ class ControlEmbedder(nn.Module):
         return torch.cat([self.tables[n](indices[n]) for n in self.names], dim=-1)
 
 
+def control_frames(embedder: "ControlEmbedder | None", controls: Mapping[str, Tensor] | None, batch: int,
+                   n_frames: int, device, drop: Mapping[str, Tensor] | None = None
+                   ) -> tuple[dict[str, Tensor] | None, list[str]]:
+    """The per-frame control indices a model feeds its embedder (null where absent or dropped), and the names
+    of the controls actually given (the sources of multi-source CFG). ``(None, [])`` for a model without
+    controls."""
+    if embedder is None:
+        return None, []
+    controls = controls or {}
+    present = [n for n in embedder.names if controls.get(n) is not None]
+    return embedder.indices(controls, batch, n_frames, device, drop), present
+
+
 def pad_frames(indices: Mapping[str, Tensor], length: int, nulls: Mapping[str, int]) -> dict[str, Tensor]:
     """Right-pad control indices ``[B, T]`` with each control's null index to ``length`` steps."""
     out = {}

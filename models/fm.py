@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .build import FMConfig
 from .cfg import Guidance
-from .conditioning import ControlEmbedder, TextConditioner
+from .conditioning import ControlEmbedder, TextConditioner, control_frames
 from .paths import ot_path
 from .solvers import integrate, time_grid
 from .spans import as_spans, random_spans, span_mask
@@ -100,11 +100,7 @@ class FMModel(nn.Module):
         return torch.cat([latent * k, k], dim=-1)
 
     def _control_frames(self, controls, batch: int, n_frames: int, drop=None) -> tuple[dict | None, list[str]]:
-        if self.controls is None:
-            return None, []
-        controls = controls or {}
-        present = [n for n in self.controls.names if controls.get(n) is not None]
-        return self.controls.indices(controls, batch, n_frames, self.device, drop), present
+        return control_frames(self.controls, controls, batch, n_frames, self.device, drop)
 
     # ------------------------------------------------------------------------------------- training
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -100,22 +100,10 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _hub_offline(repo_id: str, timeout: float = 3.0) -> bool:
-    """True when ``repo_id`` must come from the local cache: HF offline mode is on, or the hub does not answer
-    a TCP connect within ``timeout`` s (so an offline machine fails in seconds, not after minutes of retries)."""
-    import os
-    import socket
-    from urllib.parse import urlparse
+    """True when ``repo_id`` must come from the local cache (offline mode, or the hub does not answer)."""
+    from arfm.hub import hub_reachable
 
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return False
-    except OSError:
-        return True
+    return not hub_reachable(timeout)
 
 
 class ArfmEncodecModel(EncodecModel):

@@ -85,21 +85,11 @@ class TextEncoder:
         return f"TextEncoder({self.identity!r}, dim={self.dim}, max_tokens={self.max_tokens})"
 
 
+from arfm.hub import hub_reachable as _hub_reachable  # noqa: E402  (tests patch this name)
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so that an offline machine fails in seconds, not after retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def minilm_dir() -> Path:

@@ -35,21 +35,7 @@ HUB_FILES = {"roberta-base": ("config.json", "vocab.json", "merges.txt"), "bert-
              "facebook/bart-base": ("vocab.json",)}
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+from arfm.hub import hub_reachable as _hub_reachable  # noqa: E402  (tests patch this name)
 
 
 @contextmanager
