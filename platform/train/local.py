@@ -51,7 +51,7 @@ def train_local(cfg: JobConfig, task_name: str | Task, steps: int | None = None,
     """
     import torch
 
-    from arfm.train.trainer import lr_lambda
+    from arfm.train.engine import lr_lambda
 
     task = get_task(task_name) if isinstance(task_name, str) else task_name
     if hasattr(task, "job_config"):

@@ -13,7 +13,7 @@ import torch
 
 from arfm import tracking
 from arfm.config import ConfigError, resolve
-from arfm.train import trainer
+from arfm.train import engine, trainer
 
 FAST = ["train.batch_size=8", "train.warmup_steps=2", "train.lr=1e-2"]
 
@@ -76,7 +76,7 @@ def test_checkpoint_loading_refuses_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         trainer.safe_load(path)
     counter = [0]
-    with trainer._weights_only_loads(counter), pytest.raises(pickle.UnpicklingError):
+    with engine._weights_only_loads(counter), pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=False)  # what DeepSpeed's loader asks for; forced to weights-only
     assert counter == [1] and not Path("/tmp/arfm-pwned-by-checkpoint").exists()
 
