@@ -108,20 +108,19 @@ def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions:
     return [r.to_dict() for r in res]
 
 
-def metric_jobs(prompts: list[dict[str, Any]], audios: list[np.ndarray]) -> dict[str, tuple[list, list]]:
-    """Which references each metric compares against: exact labels when the corpus has them, else audio."""
+def metric_references(prompts: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Metric -> what each sample is compared against: the exact labels when the corpus has them, else the
+    reference audio; CLAP and aesthetics take none. Without reference audio only those two run."""
     refs_audio = [p["reference"] for p in prompts]
     labels = [p["labels"] for p in prompts]
-    have_audio = all(r is not None for r in refs_audio)
-    jobs: dict[str, tuple[list, list]] = {"clap": (audios, [None] * len(audios)),
-                                          "aesthetics": (audios, [None] * len(audios))}
-    if have_audio:
-        jobs["fad"] = (audios, refs_audio)
-        jobs["chord_iou"] = (audios, [lab["chords"] if lab else ref for lab, ref in zip(labels, refs_audio)])
-        jobs["beat_f1"] = (audios, [lab["downbeats"] if lab else ref for lab, ref in zip(labels, refs_audio)])
+    refs: dict[str, list[Any]] = {"clap": [None] * len(prompts), "aesthetics": [None] * len(prompts)}
+    if all(r is not None for r in refs_audio):
+        refs["fad"] = refs_audio
+        refs["chord_iou"] = [lab["chords"] if lab else ref for lab, ref in zip(labels, refs_audio)]
+        refs["beat_f1"] = [lab["downbeats"] if lab else ref for lab, ref in zip(labels, refs_audio)]
         # the paper compares chromagrams of generated and reference audio (MusicGen's metric)
-        jobs["melody_sim"] = (audios, refs_audio)
-    return jobs
+        refs["melody_sim"] = refs_audio
+    return refs
 
 
 def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, Any]], sample_rate: int,
@@ -131,11 +130,13 @@ def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, 
 
     task = ray.remote(num_cpus=1, max_retries=1)(_metric_task)
     cfg_eval = cfg.eval.model_dump()
+    captions = [p["caption"] for p in prompts]
+    # the references are the same for every variant: into the object store once
+    shared = {kind: ray.put(ref_list) for kind, ref_list in metric_references(prompts).items()}
     refs: dict[Any, tuple[str, str]] = {}
     for variant, out in variants.items():
         audios = ray.put(out["audio"])
-        captions = [p["caption"] for p in prompts]
-        for kind, (_, ref_list) in metric_jobs(prompts, out["audio"]).items():
+        for kind, ref_list in shared.items():
             refs[task.remote(kind, audios, ref_list, captions, sample_rate, cfg_eval)] = (variant, kind)
     scores: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
     for ref, (variant, _) in refs.items():
