@@ -128,6 +128,15 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1)
     max_failures: int = Field(2, ge=0)
     time_budget_s: float | None = Field(None, gt=0, description="stop after this many seconds of training (start-up excluded)")
+    data_mode: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: read the training split once into each worker and shuffle it per epoch; "
+        "stream: Ray Data streams it epoch after epoch; auto: memory when it fits in train.memory_gb")
+    memory_gb: float = Field(8.0, gt=0, description="auto data mode: the largest split (GiB) kept in memory")
+    prefetch_batches: int = Field(8, ge=1, description="stream mode: batches kept ready ahead of the step")
+    valid_every: int = Field(200, ge=0, description="steps between validation losses (0: never)")
+    valid_max_rows: int = Field(512, ge=1, description="rows of the validation split used for the loss")
+    keep: Literal["last", "best"] = Field(
+        "last", description="weights kept as the model artifact: the last step, or the lowest validation loss")
     fail_at_step: int | None = Field(None, ge=1, description="testing: raise in worker 0 at this step, once")
     seed: int = 0
 
@@ -135,6 +144,11 @@ class TrainConfig(_Section):
     def _check(self) -> "TrainConfig":
         if self.precision != "fp32" and not self.use_gpu:
             raise ValueError(f"train.precision={self.precision} needs train.use_gpu=true; use fp32 on CPU")
+        if self.keep == "best" and not self.valid_every:
+            raise ValueError("train.keep=best needs validation: set train.valid_every > 0 or train.keep=last")
+        if self.keep == "best" and self.ema_decay:
+            raise ValueError("train.keep=best selects on the live weights' validation loss, which the EMA weights "
+                             "do not have: use train.keep=last with train.ema_decay, or drop train.ema_decay")
         return self
 
 

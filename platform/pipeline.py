@@ -18,13 +18,18 @@ from arfm.study import Cell, Study, cell_config, codec_config
 STAGES = ("data", "codec", "preprocess", "train", "evaluate", "report")
 
 
-def _train_cell(cfg_json: dict[str, Any], task: str) -> dict[str, Any]:
+SUMMARY_KEYS = ("loss", "valid_loss", "steps_per_s", "data_wait_frac_median", "stopped", "kept_step")
+
+
+def _train_cell(cfg_json: dict[str, Any], task: str, run_name: str) -> dict[str, Any]:
     from arfm.config import JobConfig
     from arfm.train.trainer import run_training
 
     cfg = JobConfig.model_validate(cfg_json)
-    result = run_training(cfg, task)
-    return {k: result[k] for k in ("run_id", "final_step") if k in result}
+    result = run_training(cfg, task, run_name=run_name)
+    out = {k: result[k] for k in ("run_id", "final_step", "wall_s") if k in result}
+    out.update({k: result["metrics"][k] for k in SUMMARY_KEYS if k in result["metrics"]})
+    return out
 
 
 def _evaluate_cell(cfg_json: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -58,12 +63,33 @@ class StudyRunner:
     def _init_ray(self) -> None:
         import ray
 
+        from arfm.train.trainer import quiet_ray_data
+
+        # Worker output goes to Ray's log files (``ray logs`` / the dashboard): the grid prints one progress
+        # line per job and a summary per stage instead of interleaved raw logs.
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, log_to_driver=True)
+                ray.init(address=self.address, log_to_driver=False)
             else:
                 # Inside `ray job submit` this joins the job's cluster; on a bare machine it starts a local Ray.
-                ray.init(include_dashboard=False, log_to_driver=True, ignore_reinit_error=True)
+                ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        quiet_ray_data()
+
+    def _run_name(self, cell_name: str) -> str:
+        import datetime
+        import secrets
+
+        return f"{cell_name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+    def _summary(self, title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for c in columns:
+            table.add_column(c, justify="left" if c in ("cell", "stopped") else "right")
+        for r in rows:
+            table.add_row(*[_fmt(r.get(c)) for c in columns])
+        self.console.print(table)
 
     def _finished(self, cfg: JobConfig, job: str) -> str | None:
         from arfm import tracking
@@ -89,6 +115,8 @@ class StudyRunner:
             ok = getattr(self, f"stage_{stage}")() is not False and ok
             self.timings[stage] = time.time() - t0
             self.log(f"stage {stage} done in {self.timings[stage]:.0f} s")
+        self._summary("stages", [{"cell": k, "seconds": round(v)} for k, v in self.timings.items()],
+                      ["cell", "seconds"])
         return ok
 
     def stage_data(self) -> None:
@@ -119,8 +147,11 @@ class StudyRunner:
             if (Path(cfg.codec.path) / "arfm_codec.json").exists():
                 self.log(f"codec {fr} Hz: {cfg.codec.path} exists: reused")
                 continue
-            result = run_training(cfg, "codec")
-            self.log(f"codec {fr} Hz trained: run {result['run_id']} ({result.get('final_step')} steps)")
+            result = run_training(cfg, "codec", progress_line=lambda line: self.log(line))
+            m = result["metrics"]
+            self.log(f"codec {fr} Hz trained: run {result['run_id']}, {result.get('final_step')} steps, "
+                     f"SI-SNR {_fmt(m.get('final/recon_si_snr_latent'))} dB (latent) / "
+                     f"{_fmt(m.get('final/recon_si_snr_tokens'))} dB (tokens) on the valid split")
 
     def stage_preprocess(self) -> None:
         from arfm.data.preprocess import preprocess
@@ -161,14 +192,31 @@ class StudyRunner:
                 todo.append((cell, cfg))
         if not todo:
             return True
+        from arfm import tracking
+        from arfm.train.progress import Watcher
+
         limit = self.max_concurrent(todo[0][1])
         self.log(f"{len(todo)} cell(s) to train, {limit} at a time")
         # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
         remote = ray.remote(num_cpus=0, max_retries=0)(_train_cell)
-        return self._run_limited([(c, (cfg.model_dump(mode="json"), cfg.model.paradigm)) for c, cfg in todo],
-                                 remote, limit, "trained")
+        storage = tracking.home() / "ray_results"
+        items, run_dirs = [], {}
+        for c, cfg in todo:
+            name = self._run_name(c.name)
+            run_dirs[c.name] = storage / name
+            items.append((c, (cfg.model_dump(mode="json"), cfg.model.paradigm, name)))
+        results: list[dict[str, Any]] = []
+        width = max(len(c.name) for c, _ in todo)
+        with Watcher(lambda line: self.log(line), interval=15.0, width=width) as watcher:
+            ok = self._run_limited(items, remote, limit, "trained", results,
+                                   started=lambda cell: watcher.add(cell.name, run_dirs[cell.name]),
+                                   finished=lambda cell: watcher.remove(cell.name))
+        self._summary("training", results, ["cell", "final_step", "loss", "valid_loss", "kept_step", "steps_per_s",
+                                            "data_wait_frac_median", "stopped", "wall_s"])
+        return ok
 
-    def _run_limited(self, items: list[tuple[Cell, tuple]], remote: Any, limit: int, verb: str) -> bool:
+    def _run_limited(self, items: list[tuple[Cell, tuple]], remote: Any, limit: int, verb: str,
+                     results: list[dict[str, Any]] | None = None, started=None, finished=None) -> bool:
         pending: dict[Any, Cell] = {}
         ok = True
         while items or pending:
@@ -176,7 +224,9 @@ class StudyRunner:
                 cell, args = items.pop(0)
                 pending[remote.remote(*args)] = cell
                 self.log(f"{cell.name}: started")
-            ok = self._wait(pending, verb, until_one=True) and ok
+                if started:
+                    started(cell)
+            ok = self._wait(pending, verb, results, finished) and ok
         return ok
 
     def stage_evaluate(self) -> bool:
@@ -212,19 +262,30 @@ class StudyRunner:
         rep = write_report(cfg.tracking.experiment, out=out, uri=tracking.tracking_uri(cfg), log=True)
         self.log(f"report written: {rep.path} ({len(rep.figures)} figures)")
 
-    def _wait(self, pending: dict, verb: str, until_one: bool = False) -> bool:
+    def _wait(self, pending: dict, verb: str, results: list[dict[str, Any]] | None = None, finished=None) -> bool:
+        """Wait for one of ``pending`` to end; log it and add its result row to ``results``."""
         import ray
 
-        ok = True
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-                self.log(f"[green]{cell.name}: {verb}[/green] {result}")
-            except Exception as exc:  # a failed cell keeps its checkpoints; the others go on
-                ok = False
-                self.log(f"[red]{cell.name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
-            if until_one:
-                break
-        return ok
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        cell = pending.pop(ready[0])
+        if finished:
+            finished(cell)
+        try:
+            result = ray.get(ready[0])
+        except Exception as exc:  # a failed cell keeps its checkpoints; the others go on
+            self.log(f"[red]{cell.name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
+            if results is not None:
+                results.append({"cell": cell.name, "stopped": "FAILED"})
+            return False
+        self.log(f"[green]{cell.name}: {verb}[/green] (run {result.get('run_id', '?')})")
+        if results is not None:
+            results.append({"cell": cell.name, **result})
+        return True
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)

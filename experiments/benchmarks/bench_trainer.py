@@ -1,19 +1,25 @@
-"""Training speed: the Ray Train + DeepSpeed trainer against a plain single-process PyTorch loop, side by side.
+"""Training speed on the path the user's job takes: real shards, side by side in one run.
 
-Both train the same randomly initialised model (the real tiny AR or FM backbone of ``--preset``) on the same
-synthetic rows (tokens, latents, text features shaped like the shards), with the same optimiser (AdamW, warmup
-then cosine, gradient clipping) and the same number of torch threads (``--threads``, default 1 = one Ray CPU
-worker). Steady-state steps/s skips ``--warmup`` steps on both sides: for the trainer it comes from the step
-windows its rank-0 worker logs to MLflow (no checkpoint inside the measured steps); the end-to-end wall time
-(Ray start, worker start, DeepSpeed init, final checkpoint, MLflow) is reported separately. ``ratio`` is
-trainer / plain steady-state steps/s of the best of ``--repeat`` alternating rounds (all rounds are kept under
-``trials``, with ``median_ratios``). The machine's load average is recorded because it may be shared.
+The benchmark prepares a small synthetic corpus of its own (``arfm data synth``), encodes it with an untrained
+codec of the preset's size into Parquet shards (``arfm data preprocess``), and trains the preset's AR or FM model
+on those shards four ways, alternating in rounds so that a load change on a shared machine hits all of them:
+
+- ``bare``: forward + backward + AdamW on batches already in memory as tensors (the step the model allows);
+- ``local``: the plain single-process loop (``arfm train --local``: the shards read once, epochs in memory);
+- ``ray_1w``: ``run_training`` (``arfm train``) on Ray Train + DeepSpeed with 1 worker (ZeRO-0);
+- ``ray_2w_zero2``: the same with 2 workers and ZeRO-2 (gloo on CPU; each worker gets half the batch).
+
+Each reports steady-state steps/s (steps after ``--warmup``; the trainer's from the windows its rank-0 worker
+logs to MLflow, with no checkpoint inside them) and the fraction of step time spent waiting for data
+(``data_wait_frac``: the median over the measured windows). ``ratio`` is steps/s over ``bare`` of the same round
+(median over rounds). All use ``--threads`` torch threads per process (Ray workers: ``cpus_per_worker``). The
+JSON goes to ``--out`` and a bar chart next to it (``.png``).
 
 Examples::
 
-    python experiments/benchmarks/bench_trainer.py                            # tiny AR, 1 CPU worker
-    python experiments/benchmarks/bench_trainer.py --paradigm fm --steps 100 --out runs/bench/trainer_fm.json
-    python experiments/benchmarks/bench_trainer.py --configs 1:0 2:2          # also 2 workers, ZeRO-2 (gloo)
+    python experiments/benchmarks/bench_trainer.py                      # tiny AR, 1 and 2 workers
+    python experiments/benchmarks/bench_trainer.py --paradigm fm --out runs/bench/trainer_fm.json
+    python experiments/benchmarks/bench_trainer.py --paths bare local ray_1w --rounds 3
 """
 
 from __future__ import annotations
@@ -29,198 +35,207 @@ from typing import Any
 
 import numpy as np
 
-
-def synthetic_meta(frames: int) -> dict[str, Any]:
-    return {"n_codebooks": 4, "codebook_size": 256, "latent_dim": 32, "n_frames": frames, "text_dim": 64,
-            "text_len": 8, "controls": [], "frame_rate": 50.0}
+PATHS = ("bare", "local", "ray_1w", "ray_2w_zero2")
 
 
-def synthetic_rows(meta: dict[str, Any], n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    k, t, d = meta["n_codebooks"], meta["n_frames"], meta["latent_dim"]
-    L, dt = meta["text_len"], meta["text_dim"]
-    return [{"tokens": rng.integers(0, meta["codebook_size"], k * t).astype(np.int16),
-             "latent": rng.normal(size=t * d).astype(np.float32),
-             "text": rng.normal(size=L * dt).astype(np.float32),
-             "text_mask": np.arange(L) < rng.integers(2, L + 1)} for _ in range(n)]
+def prepare_shards(home: Path, preset: str, clips: int, seconds: float) -> Path:
+    """A synthetic corpus, an untrained codec of the preset's size and its shards under ``home``."""
+    from arfm.config import resolve
+    from arfm.data.preprocess import preprocess
+    from arfm.data.synth import synthesize_dataset
+    from arfm.latents import Codec
+
+    cfg = resolve(preset, overrides=[f"data.segment_seconds={seconds}"])
+    data, shards = home / "data", home / "shards"
+    if not (data / "manifest.jsonl").exists():
+        synthesize_dataset(data, n=clips, seconds=seconds, seed=0, workers=2, valid_fraction=0.1)
+    if not (shards / "meta.json").exists():
+        preprocess(cfg, data, Codec.from_config(cfg.codec, cfg.data.sample_rate), shards, progress=False)
+    return shards
 
 
-class SyntheticTask:
-    """A Task over synthetic shard-like rows for the real tiny backbone (no data files needed)."""
+def job(args, shards: Path, workers: int = 1, zero: int = 0):
+    from arfm.config import resolve
 
-    def __init__(self, paradigm: str, frames: int, rows: int):
-        self.name, self.frames, self.rows = paradigm, frames, rows
-
-    def tags(self, cfg):
-        return {"paradigm": f"bench-{self.name}"}
-
-    def build_model(self, cfg):
-        from arfm.modeling import build_generative
-
-        return build_generative(cfg, synthetic_meta(self.frames))
-
-    def train_dataset(self, cfg):
-        import ray.data
-
-        return ray.data.from_items(synthetic_rows(synthetic_meta(self.frames), self.rows))
-
-    def collate(self, cfg, batch):
-        from arfm.data.loader import collate
-
-        return collate(batch, synthetic_meta(self.frames))
-
-    def finalize(self, cfg, model, out_dir):
-        import torch
-
-        torch.save(model.state_dict(), Path(out_dir) / "weights.pt")
-        return {}
+    return resolve(args.preset, overrides=[
+        f"model.paradigm={args.paradigm}", f"data.shards={shards}", f"data.segment_seconds={args.seconds}",
+        f"train.steps={args.warmup + args.steps}", f"train.batch_size={args.batch_size}",
+        f"train.log_every={args.log_every}", f"train.checkpoint_every={10 * (args.warmup + args.steps)}",
+        f"train.workers={workers}", f"train.zero_stage={zero}", f"train.cpus_per_worker={args.threads}",
+        "train.warmup_steps=5", "train.valid_every=0", "tracking.register_models=false", "name=bench"])
 
 
-def plain_loop(cfg, task: SyntheticTask, warmup: int, steps: int, threads: int) -> dict[str, Any]:
-    """The same training in this process: no Ray, no DeepSpeed, no MLflow, no checkpoints."""
+def bare(args, shards: Path) -> dict[str, Any]:
+    """The step alone: rows already collated in memory, a random batch gathered by index each step."""
     import torch
 
-    from arfm.train.trainer import lr_lambda
+    from arfm.train.engine import lr_lambda
+    from arfm.train.task import get_task
 
-    t0 = time.perf_counter()
-    torch.set_num_threads(threads)
-    t = cfg.train
-    torch.manual_seed(t.seed)
+    cfg = job(args, shards)
+    torch.set_num_threads(args.threads)
+    task = get_task(args.paradigm)
+    rows = task.read_rows(cfg, "train")
+    tensors = task.collate(cfg, {k: v for k, v in rows.items() if k != "id"})
+    n = len(next(iter(tensors.values())))
+    torch.manual_seed(cfg.train.seed)
     model = task.build_model(cfg).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=tuple(t.betas))
+    opt = torch.optim.AdamW([p for p in model.parameters()], lr=cfg.train.lr, betas=tuple(cfg.train.betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    rows = synthetic_rows(synthetic_meta(task.frames), task.rows)
-    rng = np.random.default_rng(t.seed)
-
-    def batches():
-        while True:
-            order = rng.permutation(len(rows))
-            for i in range(0, len(rows) - t.batch_size + 1, t.batch_size):
-                chunk = [rows[j] for j in order[i:i + t.batch_size]]
-                yield task.collate(cfg, {k: np.stack([r[k] for r in chunk]) for k in chunk[0]})
-
-    it = batches()
-    losses, start = [], None
-    for step in range(warmup + steps):
-        if step == warmup:
+    g = torch.Generator().manual_seed(0)
+    start = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
             start = time.perf_counter()
-        loss = model(next(it))["loss"]
+        idx = torch.randint(0, n, (args.batch_size,), generator=g)
+        loss = model({k: v.index_select(0, idx) for k, v in tensors.items()})["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
-    dt = time.perf_counter() - start
-    return {"steps_per_s": steps / dt, "samples_per_s": steps * t.batch_size / dt,
-            "wall_s": time.perf_counter() - t0, "first_loss": losses[0], "last_loss": losses[-1]}
+    return {"steps_per_s": args.steps / (time.perf_counter() - start), "data_wait_frac": 0.0}
 
 
-def ray_trainer(cfg, task: SyntheticTask, warmup: int, steps: int) -> dict[str, Any]:
+def local(args, shards: Path) -> dict[str, Any]:
+    import torch
+
+    from arfm.train.local import train_local
+
+    torch.set_num_threads(args.threads)
+    cfg = job(args, shards)
+    hist: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    train_local(cfg, args.paradigm, log=None, history=hist)
+    windows = [h for h in hist if h["step"] > args.warmup]
+    seconds = sum(args.log_every / h["steps_per_s"] for h in windows)
+    return {"steps_per_s": len(windows) * args.log_every / seconds,
+            "data_wait_frac": float(np.median([h["data_wait_frac"] for h in windows])),
+            "wall_s": time.perf_counter() - t0}
+
+
+def ray_trainer(args, shards: Path, workers: int, zero: int) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     from arfm.train.trainer import run_training
 
     t0 = time.perf_counter()
-    result = run_training(cfg, task)
+    result = run_training(job(args, shards, workers, zero), args.paradigm)
     wall = time.perf_counter() - t0
-    hist = sorted(MlflowClient(result["tracking_uri"]).get_metric_history(result["run_id"], "steps_per_s"),
-                  key=lambda m: m.step)
-    windows = [(m.step, m.value) for m in hist if m.step > warmup]  # windows of log_every steps after warmup
-    every = cfg.train.log_every
-    seconds = sum(every / v for _, v in windows)
     c = MlflowClient(result["tracking_uri"])
-    waits = [m.value for m in c.get_metric_history(result["run_id"], "data_wait_frac") if m.step > warmup]
-    return {"steps_per_s": len(windows) * every / seconds,
-            "data_wait_frac": float(np.mean(waits)) if waits else None, "samples_per_s": len(windows) * every *
-            cfg.train.batch_size / seconds, "wall_s": wall, "windows": len(windows),
-            "engine": result["metrics"].get("engine"), "last_loss": result["metrics"].get("loss"),
-            "attempts": len(result["attempts"])}
+
+    def hist(key):
+        return [m.value for m in sorted(c.get_metric_history(result["run_id"], key), key=lambda m: m.step)
+                if m.step > args.warmup]
+
+    rates = hist("steps_per_s")
+    seconds = sum(args.log_every / v for v in rates)
+    return {"steps_per_s": len(rates) * args.log_every / seconds,
+            "data_wait_frac": float(np.median(hist("data_wait_frac"))), "wall_s": wall,
+            "engine": result["metrics"].get("engine"), "data_mode": c.get_run(result["run_id"]).data.tags.get(
+                "data_mode")}
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [p for p in PATHS if p in report["results"]]
+    rate = [report["results"][p]["steps_per_s"] for p in names]
+    wait = [report["results"][p]["data_wait_frac"] for p in names]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.bar(names, rate, color="#4C72B0")
+    for i, p in enumerate(names):
+        a.text(i, rate[i], f"{report['ratios'][p]:.2f}x", ha="center", va="bottom")
+    a.set_ylabel("steps/s (median of rounds)")
+    a.set_title(f"{report['paradigm'].upper()} {report['preset']}: steps/s, ratio to bare")
+    b.bar(names, wait, color="#DD8452")
+    b.axhline(0.05, color="k", ls="--", lw=1, label="0.05 target")
+    b.set_ylabel("data_wait_frac (median)")
+    b.set_title("time waiting for data")
+    b.legend()
+    for ax in (a, b):
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("::")[-1])
-    ap.add_argument("--out", default="runs/bench/trainer.json", help="JSON output path")
+    ap.add_argument("--out", default="runs/bench/trainer.json", help="JSON output path (the PNG goes beside it)")
     ap.add_argument("--paradigm", default="ar", choices=["ar", "fm"])
-    ap.add_argument("--preset", default="tiny", help="config preset for the backbone size")
-    ap.add_argument("--frames", type=int, default=100, help="latent frames per example (100 = 2 s at 50 Hz)")
-    ap.add_argument("--rows", type=int, default=640, help="synthetic examples (>= (warmup+steps) x batch: one epoch)")
+    ap.add_argument("--preset", default="tiny", help="config preset for the model, codec and text sizes")
+    ap.add_argument("--clips", type=int, default=96, help="synthetic clips in the benchmark's corpus")
+    ap.add_argument("--seconds", type=float, default=4.0, help="clip and segment length")
     ap.add_argument("--batch-size", type=int, default=8, help="global batch size")
-    ap.add_argument("--warmup", type=int, default=10, help="steps not measured (both sides)")
-    ap.add_argument("--steps", type=int, default=60, help="measured steps (a multiple of --log-every)")
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the plain loop = CPUs per worker")
-    ap.add_argument("--configs", nargs="+", default=["1:0"], help="trainer settings WORKERS:ZERO_STAGE")
-    ap.add_argument("--repeat", type=int, default=2, help="rounds (plain, then each trainer setting); best kept")
-    ap.add_argument("--home", default=None, help="ARFM_HOME for the trainer's runs (default: a temp dir)")
+    ap.add_argument("--warmup", type=int, default=40, help="steps not measured (all paths)")
+    ap.add_argument("--steps", type=int, default=200, help="measured steps (a multiple of --log-every)")
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process = CPUs per Ray worker")
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over the paths; medians are reported")
+    ap.add_argument("--home", default=None, help="where the corpus, shards and runs go (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.steps % args.log_every or args.warmup % args.log_every:
         ap.error("--steps and --warmup must be multiples of --log-every")
 
-    home = args.home or tempfile.mkdtemp(prefix="arfm-bench-trainer-")
-    os.environ["ARFM_HOME"] = home
+    home = Path(args.home or tempfile.mkdtemp(prefix="arfm-bench-trainer-"))
+    os.environ["ARFM_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     import ray
     import torch
 
-    from arfm.config import resolve
-
-    def job(workers: int, zero: int):
-        return resolve(args.preset, overrides=[
-            f"model.paradigm={args.paradigm}", f"train.steps={args.warmup + args.steps}",
-            f"train.batch_size={args.batch_size}", f"train.log_every={args.log_every}",
-            f"train.checkpoint_every={10 * (args.warmup + args.steps)}", f"train.workers={workers}",
-            f"train.zero_stage={zero}", f"train.cpus_per_worker={args.threads}", "train.warmup_steps=5",
-            "tracking.register_models=false", "name=bench"])
-
-    task = SyntheticTask(args.paradigm, args.frames, args.rows)
-    cfg = job(1, 0)
-    n_params = sum(p.numel() for p in task.build_model(cfg).parameters())
+    shards = prepare_shards(home, args.preset, args.clips, args.seconds)
     load_before = os.getloadavg()
-    ray.init(num_cpus=max(2, max(int(c.split(":")[0]) for c in args.configs) * args.threads),
-             include_dashboard=False, log_to_driver=False)
-    trials: dict[str, list[dict[str, Any]]] = {"plain": []}
-    for round_ in range(args.repeat):  # settings alternate, so a load change on a shared machine hits all
-        trials["plain"].append(plain_loop(cfg, task, args.warmup, args.steps, args.threads))
-        print(f"[round {round_}] plain loop: {trials['plain'][-1]['steps_per_s']:.2f} steps/s", flush=True)
-        for spec in args.configs:
-            workers, zero = (int(x) for x in spec.split(":"))
-            r = ray_trainer(job(workers, zero), task, args.warmup, args.steps)
-            trials.setdefault(f"ray_deepspeed_{workers}w_zero{zero}", []).append(r)
-            print(f"[round {round_}] ray+deepspeed {workers} worker(s) ZeRO-{zero}: {r['steps_per_s']:.2f} steps/s",
-                  flush=True)
-    ray.shutdown()
-    best = {k: max(v, key=lambda r: r["steps_per_s"]) for k, v in trials.items()}
-    plain = best.pop("plain")
-    runs = best
-    first = next(iter(runs.values()))
+    if any(p.startswith("ray") for p in args.paths) and not ray.is_initialized():
+        ray.init(num_cpus=max(2, 2 * args.threads), include_dashboard=False, log_to_driver=False)
+    runs = {"bare": lambda: bare(args, shards), "local": lambda: local(args, shards),
+            "ray_1w": lambda: ray_trainer(args, shards, 1, 0),
+            "ray_2w_zero2": lambda: ray_trainer(args, shards, 2, 2)}
+    trials: dict[str, list[dict[str, Any]]] = {p: [] for p in args.paths}
+    for round_ in range(args.rounds):
+        for p in args.paths:
+            r = runs[p]()
+            trials[p].append(r)
+            print(f"[round {round_}] {p:13s} {r['steps_per_s']:7.2f} steps/s  data_wait_frac "
+                  f"{r['data_wait_frac']:.3f}", flush=True)
+    if ray.is_initialized():
+        ray.shutdown()
+
+    def med(p, k):
+        return float(np.median([r[k] for r in trials[p]]))
+
+    results = {p: {"steps_per_s": med(p, "steps_per_s"), "data_wait_frac": med(p, "data_wait_frac")}
+               for p in args.paths}
+    ratios = {}
+    if "bare" in trials:
+        ratios = {p: float(np.median([t["steps_per_s"] / b["steps_per_s"] for t, b in zip(trials[p], trials["bare"])]))
+                  for p in args.paths}
+    meta_rows = json.loads((shards / "meta.json").read_text())["splits"]
     report = {
-        "benchmark": "trainer", "paradigm": args.paradigm, "preset": args.preset, "parameters": n_params,
-        "frames": args.frames, "batch_size": args.batch_size, "warmup_steps": args.warmup,
-        "measured_steps": args.steps, "threads_per_worker": args.threads, "rounds": args.repeat,
-        "plain": plain, **runs,
-        "ratio": first["steps_per_s"] / plain["steps_per_s"],
-        "ratios": {k: v["steps_per_s"] / plain["steps_per_s"] for k, v in runs.items()},
-        "median_ratios": {k: float(np.median([r["steps_per_s"] for r in v])) /
-                          float(np.median([r["steps_per_s"] for r in trials["plain"]]))
-                          for k, v in trials.items() if k != "plain"},
-        "trials": trials,
+        "benchmark": "trainer", "paradigm": args.paradigm, "preset": args.preset, "batch_size": args.batch_size,
+        "warmup_steps": args.warmup, "measured_steps": args.steps, "threads_per_process": args.threads,
+        "rounds": args.rounds, "corpus": {"clips": args.clips, "seconds": args.seconds, "rows": meta_rows},
+        "results": results, "ratios": ratios, "trials": trials,
+        "method": "steady-state steps/s after the warmup steps; data_wait_frac = time in next(batch) / window time; "
+                  "medians over rounds; ratio = steps/s / bare steps/s of the same round (median)",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
     }
-    if args.home is None:  # the trainer's runs, checkpoints and MLflow store were only a means
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("ratio", "ratios", "median_ratios")}, indent=1))
+    plot(report, out.with_suffix(".png"))
+    if args.home is None:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+    print(json.dumps({"results": results, "ratios": ratios}, indent=1))
     return report
 
 

@@ -85,6 +85,24 @@ def collate(np_batch: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_columns(shards_dir: str | Path, split: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Every row of ``split`` as numpy columns (plain pyarrow, each shard file read once): ``id``/``caption`` as
+    object arrays, tensor columns as ``[rows, values]`` arrays; rows sorted by ``id``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    unknown = set(columns) - set(TENSOR_COLUMNS) - set(INFO_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown columns {sorted(unknown)}; choose from {TENSOR_COLUMNS + INFO_COLUMNS}")
+    table = pa.concat_tables([pq.read_table(p, columns=columns) for p in shard_files(shards_dir, split)])
+    out = {c: (np.asarray(table.column(c).to_pylist(), dtype=object) if c in INFO_COLUMNS
+               else _stack(table.column(c))) for c in columns}
+    if "id" in out:
+        order = np.argsort(out["id"].astype(str), kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out
+
+
 def _take(table, idx: np.ndarray):
     import pyarrow as pa
 

@@ -7,7 +7,7 @@ import contextlib
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from arfm.config import ConfigError, JobConfig
 
@@ -53,8 +53,13 @@ def deepspeed_config(cfg: JobConfig) -> dict[str, Any]:
     return conf
 
 
-def lr_lambda(cfg: JobConfig):
-    """Linear warmup over ``train.warmup_steps`` then cosine decay to 0 at ``train.steps`` (or constant)."""
+def lr_lambda(cfg: JobConfig, budget_used: Callable[[], float] | None = None):
+    """Linear warmup over ``train.warmup_steps`` then cosine decay to 0 at ``train.steps`` (or constant).
+
+    ``budget_used`` (the fraction of ``train.time_budget_s`` spent, for a run the budget may end first): the
+    decay follows whichever is further along, the steps or the time, so a run stopped by its budget still ends
+    its schedule near 0 instead of being cut off at its peak learning rate.
+    """
     warmup, total, schedule = cfg.train.warmup_steps, cfg.train.steps, cfg.train.schedule
 
     def f(step: int) -> float:
@@ -62,10 +67,31 @@ def lr_lambda(cfg: JobConfig):
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        progress = (step - warmup) / max(1, total - warmup)
+        if budget_used is not None:
+            progress = max(progress, budget_used())
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+class BudgetClock:
+    """The fraction of a time budget spent since :meth:`start` (0 before it; ``None`` budget: always 0)."""
+
+    def __init__(self, budget_s: float | None):
+        self.budget_s, self.t0 = budget_s, None
+
+    def start(self) -> None:
+        import time
+
+        self.t0 = time.time()
+
+    def __call__(self) -> float:
+        import time
+
+        if not self.budget_s or self.t0 is None:
+            return 0.0
+        return (time.time() - self.t0) / self.budget_s
 
 
 # ------------------------------------------------------------------------------------- safe checkpoint loading

@@ -34,12 +34,14 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from arfm import tracking
 from arfm.config import JobConfig
 from arfm.train.engine import (ATTEMPTS_FILE, DS_TAG, FAIL_MARKER, check_config, deepspeed_config,  # noqa: F401
                                lr_lambda, micro_batch_size, rng_state, safe_load, set_rng_state)
+from arfm.train import data as train_data
+from arfm.train import progress
 from arfm.train.task import Task, get_task
 from arfm.train.worker import _train_loop_per_worker
 
@@ -55,16 +57,29 @@ def _resolve_task(task: str | Task) -> Task:
     return task
 
 
+def quiet_ray_data() -> None:
+    """No per-epoch Ray Data progress bars or execution banners on the console (they stay in Ray's logs)."""
+    import logging
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def _ensure_ray(cfg: JobConfig) -> None:
     import ray
 
     if ray.is_initialized():
         return
+    # Worker output goes to Ray's log files: the driver prints one progress line per job instead.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:  # light local start: enough logical CPUs for the workers plus Ray Data, no dashboard
         need = cfg.train.workers * cfg.train.cpus_per_worker + 1
-        ray.init(num_cpus=max(2, need, os.cpu_count() or 1), include_dashboard=False)
+        ray.init(num_cpus=max(2, need, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
 
 
 def _new_run_name(cfg: JobConfig, task_name: str) -> str:
@@ -83,6 +98,7 @@ def run_training(
     resume: bool | str = False,
     run_name: str | None = None,
     extra_tags: dict[str, Any] | None = None,
+    progress_line: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` ("codec" | "ar" | "fm", or a Task object) as one Ray Train run tracked by one MLflow run.
 
@@ -91,6 +107,7 @@ def run_training(
     MLflow run). Returns ``run_id``, ``run_name``, ``tracking_uri``, ``storage_path`` (the Ray run folder),
     ``checkpoint_dir`` (the last checkpoint), ``model_dir`` (the final artifact inside it), ``final_step``,
     ``metrics`` (rank 0's last report) and ``attempts`` (one row per worker-group start: ``start_step`` ...).
+    ``progress_line`` receives the job's progress line (:mod:`arfm.train.progress`) as it changes.
     """
     check_config(cfg)  # before anything starts
     task_obj = _resolve_task(task)
@@ -130,14 +147,22 @@ def run_training(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     _ensure_ray(cfg)
+    quiet_ray_data()
     t = cfg.train
     env = {"DS_ACCELERATOR": "cpu"} if not t.use_gpu else {}
     env["OMP_NUM_THREADS"] = str(t.cpus_per_worker)
     started = time.time()
+    try:
+        data_plan = train_data.plan(cfg, task_obj)
+        datasets, to_split = train_data.driver_datasets(cfg, task_obj, data_plan)
+    except BaseException:
+        tracking.finish_run(uri, run_id, "FAILED")
+        raise
+    tracking.set_tags(uri, run_id, {"data_mode": data_plan.describe(), "data_read_s": f"{time.time() - started:.1f}"})
     conf = {
         "cfg": cfg.model_dump(mode="json"), "task": task if isinstance(task, str) else task_obj,
         "use_gpu": t.use_gpu, "run_dir": str(run_dir), "run_id": run_id, "tracking_uri": uri,
-        "time_budget_s": t.time_budget_s,
+        "time_budget_s": t.time_budget_s, "data_mode": data_plan.mode, "has_valid": "valid" in datasets,
     }
     trainer = TorchTrainer(
         _train_loop_per_worker,
@@ -150,10 +175,18 @@ def run_training(
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": env}),
-        datasets={"train": task_obj.train_dataset(cfg)},
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=to_split),
     )
+    watcher = progress.Watcher(progress_line, interval=10.0) if progress_line else None
     try:
-        result = trainer.fit()
+        if watcher is not None:
+            watcher.add(cfg.study_cell or run_name, run_dir)
+            with watcher:
+                result = trainer.fit()
+            watcher.remove(cfg.study_cell or run_name)
+        else:
+            result = trainer.fit()
         if result.error is not None:
             raise result.error
     except BaseException as exc:
@@ -163,7 +196,7 @@ def run_training(
     ckpt_dir = Path(result.checkpoint.path) if result.checkpoint is not None else None
     model_dir = ckpt_dir / "model" if ckpt_dir is not None and (ckpt_dir / "model").is_dir() else None
     done_tags = {"checkpoint_dir": str(ckpt_dir), "stopped": str(metrics.get("stopped", "completed")),
-                 "final_step": str(metrics.get("step", ""))}
+                 "final_step": str(metrics.get("step", "")), "weights_kept": _kept(metrics)}
     if model_dir is not None:
         tracking.log_model_dir(uri, run_id, model_dir, "model")
         if cfg.tracking.register_models:
@@ -177,3 +210,11 @@ def run_training(
         "final_step": int(metrics.get("step", 0)), "metrics": metrics, "attempts": _attempts(run_dir),
         "wall_s": time.time() - started,
     }
+
+
+def _kept(metrics: dict[str, Any]) -> str:
+    """Which weights the model artifact holds, as the ``weights_kept`` tag says it."""
+    step = metrics.get("kept_step", metrics.get("step"))
+    if metrics.get("kept") == "best":
+        return f"best validation loss {metrics.get('kept_valid_loss', float('nan')):.4f} at step {step}"
+    return f"last step {step}"

@@ -8,6 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +48,14 @@ def test_deepspeed_config_and_schedule_follow_the_train_section():
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
     assert all(f(s) >= f(s + 1) for s in range(10, 100))  # cosine decay is monotone
     assert trainer.lr_lambda(_cfg("train.schedule=constant", "train.warmup_steps=0"))(50) == 1.0
+    # a run its time budget ends first decays by time: half the budget spent -> the cosine's midpoint
+    spent = [0.0]
+    g = trainer.lr_lambda(cfg, lambda: spent[0])
+    assert g(20) == pytest.approx(f(20))
+    spent[0] = 0.5
+    assert g(20) == pytest.approx(0.5) and g(80) == pytest.approx(f(80))  # whichever is further along
+    spent[0] = 3.0
+    assert g(20) == pytest.approx(0.0)
 
 
 def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
@@ -201,3 +210,64 @@ def test_two_cpu_workers_zero2_over_gloo(ray_local):
     ds = {p.name for p in (Path(r["checkpoint_dir"]) / "ds").iterdir()}
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= ds
     assert {f"rng_rank{i}.pt" for i in (0, 1)} <= {p.name for p in Path(r["checkpoint_dir"]).iterdir()}
+
+
+# ---------------------------------------------------------------------------------- the data path in a real run
+@pytest.fixture(scope="module")
+def memory_run(ray_local, tmp_path_factory):
+    """40 rows in 4 Parquet files held in memory: 10 batches of 4 an epoch, 14 steps (two epochs), a failure at
+    step 6 restarted from the checkpoint of step 4, validation every 3 steps, the best weights kept."""
+    from fake_task import FileFakeTask
+
+    task = FileFakeTask(str(tmp_path_factory.mktemp("file_task")))
+    cfg = _cfg("train.steps=14", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=4",
+               "train.fail_at_step=6", "train.max_failures=1", "train.valid_every=3", "train.keep=best",
+               "train.lr=3e-2", "study_cell=memory-cell")
+    return cfg, task, trainer.run_training(cfg, task)
+
+
+def test_memory_mode_reads_each_file_once_and_resumes_at_the_exact_batch(memory_run):
+    import pyarrow.parquet as pq
+
+    from arfm.train import data as td
+
+    cfg, task, r = memory_run
+    assert r["final_step"] == 14 and [a["start_step"] for a in r["attempts"]] == [0, 4]
+    train_files = sorted(str(p) for p in Path(task.folder, "train").glob("*.parquet"))
+    run_reads = Path(task.reads).read_text().split()
+    # what reading the training files once costs: Ray Data opens a Parquet file a few times in one read (footer,
+    # schema, the data), so measure one read of the same dataset
+    Path(task.reads).unlink()
+    task.train_dataset(cfg).materialize()
+    one_read = Path(task.reads).read_text().split()
+    assert {f: run_reads.count(f) for f in train_files} == {f: one_read.count(f) for f in train_files}, (
+        "the run read the training files more than once (once per epoch or per restart?)")
+    # the batches the model trained on: the uninterrupted sequence, with steps 5-6 repeated after the restart
+    table = pq.read_table(f"{task.folder}/train").to_pydict()
+    rows = td.read_rows([{k: np.asarray(v) for k, v in table.items()}])
+    straight = td.MemoryFeed(td.memory_epochs(task, cfg, rows, 4, 0))
+    expected = [next(straight)["idx"].tolist() for _ in range(14)]
+    seen = [json.loads(line) for line in Path(task.batches).read_text().splitlines()]
+    assert seen == expected[:6] + expected[4:], "the restarted worker did not continue at the saved batch"
+    assert sorted(i for b in expected[:10] for i in b) == list(range(40))  # epoch 0 saw every row once
+    assert expected[10:14] != expected[:4]  # epoch 1 is a new order
+
+
+def test_validation_is_logged_and_the_best_weights_are_kept(memory_run):
+    from mlflow.tracking import MlflowClient
+
+    _, task, r = memory_run
+    c = MlflowClient(r["tracking_uri"])
+    hist = sorted(c.get_metric_history(r["run_id"], "valid_loss"), key=lambda m: m.step)
+    assert [m.step for m in hist][-4:] == [6, 9, 12, 14]  # every 3 steps and at the end (3 and 6 twice: restart)
+    best = min(hist, key=lambda m: m.value)
+    tags = c.get_run(r["run_id"]).data.tags
+    assert tags["weights_kept"] == f"best validation loss {best.value:.4f} at step {best.step}"
+    assert tags["data_mode"].startswith("memory")
+    assert r["metrics"]["kept_step"] == best.step
+    weights = torch.load(Path(r["model_dir"]) / "weights.pt", weights_only=True)
+    snapshot = trainer.safe_load(Path(r["checkpoint_dir"]) / "best.pt")
+    assert all(torch.equal(weights[k], snapshot[k]) for k in snapshot)
+    if best.step != 14:  # the artifact is not simply the last weights
+        last = trainer.safe_load(Path(r["checkpoint_dir"]) / "ds" / "mp_rank_00_model_states.pt")["module"]
+        assert not all(torch.equal(weights[k], last[k]) for k in last)

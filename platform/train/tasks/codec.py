@@ -40,7 +40,7 @@ def _clips(cfg: "JobConfig", split: str) -> list[dict[str, Any]]:
     for r in rows:
         if int(r.get("sample_rate", cfg.data.sample_rate)) != cfg.data.sample_rate:
             raise ValueError(f"{r['path']}: {r['sample_rate']} Hz but data.sample_rate={cfg.data.sample_rate}")
-        out.append({"path": str((root / r["path"]).resolve()),
+        out.append({"id": str(r["id"]), "path": str((root / r["path"]).resolve()),
                     "frames": int(round(float(r["seconds"]) * cfg.data.sample_rate))})
     return out
 
@@ -65,6 +65,47 @@ def random_crops(cfg: "JobConfig", seconds: float, n: int, split: str = "train",
     for _ in range(n):
         c = clips[int(rng.integers(len(clips)))]
         yield read_crop(c["path"], c["frames"], length, rng)
+
+
+def _crop(audio: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``n``-sample crop of an in-memory clip (zero-padded when shorter), as :func:`read_crop`."""
+    start = int(rng.integers(0, len(audio) - n + 1)) if len(audio) > n else 0
+    out = audio[start:start + n]
+    return np.pad(out, (0, n - len(out))) if len(out) < n else out
+
+
+class _ReadClip:
+    """Ray ``map`` callable: a clip row -> ``{"id", "audio": float32[whole clip], mono}``."""
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        import soundfile as sf
+
+        audio, _ = sf.read(row["path"], dtype="float32", always_2d=True)
+        return {"id": row["id"], "audio": audio.mean(axis=1).astype(np.float32)}
+
+
+class CropEpochs:
+    """Memory-mode epochs of the codec: each epoch ``crops`` fresh random crops of every cached clip, shuffled;
+    batch ``b`` of epoch ``e`` is drawn from ``(seed, e, rank, b)``, so a resumed run repeats it exactly."""
+
+    def __init__(self, clips: list[np.ndarray], n: int, crops: int, micro: int, seed: int, rank: int):
+        self.clips = [np.asarray(c, np.float32) for c in clips]
+        self.n, self.crops, self.micro, self.seed, self.rank = n, crops, micro, seed, rank
+        self.n_batches = (len(self.clips) * crops) // micro
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def batch(self, epoch: int, pos: int) -> dict[str, Any]:
+        import torch
+
+        from arfm.train.data import epoch_rng
+
+        if self._order is None or self._order[0] != epoch:
+            examples = np.repeat(np.arange(len(self.clips)), self.crops)
+            self._order = (epoch, examples[epoch_rng(self.seed, epoch, self.rank).permutation(len(examples))])
+        clip_idx = self._order[1][pos * self.micro:(pos + 1) * self.micro]
+        rng = epoch_rng(self.seed, epoch, self.rank, pos)
+        audio = np.stack([_crop(self.clips[i], self.n, rng) for i in clip_idx])
+        return {"audio": torch.from_numpy(audio)[:, None, :]}
 
 
 class _CropRows:
@@ -127,25 +168,51 @@ class CodecTask:
         mean_frames = float(np.mean([c["frames"] for c in clips]))
         return clips, n, max(1, math.ceil(mean_frames / n))
 
-    def train_dataset(self, cfg: "JobConfig"):
-        """A Ray Dataset of rows ``{"audio": float32[train_seconds * sr]}``: ``ceil(clip / train_seconds)`` random
-        crops of each train clip per epoch (new offsets every epoch)."""
+    def train_bytes(self, cfg: "JobConfig") -> int:
+        return 4 * sum(c["frames"] for c in _clips(cfg, "train"))
+
+    def train_dataset(self, cfg: "JobConfig", mode: str = "stream"):
+        """``memory``: one row per train clip, ``{"id", "audio": float32[whole clip]}`` (cropped per epoch by
+        :meth:`memory_epochs`). ``stream``: rows ``{"audio": float32[train_seconds * sr]}``, ``ceil(clip /
+        train_seconds)`` random crops of each train clip per epoch (the dataset is re-executed every epoch, so
+        the offsets are new each time)."""
         import ray.data
 
         clips, n, crops = self._crop_geometry(cfg)
         ds = ray.data.from_items(clips, override_num_blocks=max(1, min(len(clips), 16)))
+        if mode == "memory":
+            return ds.map(_ReadClip())
         return ds.flat_map(_CropRows(n, crops))
 
-    def local_batches(self, cfg: "JobConfig", batch_size: int | None = None, seed: int | None = None
-                      ) -> Iterator[dict[str, Any]]:
-        """The same crops without Ray (for :func:`arfm.train.local.train_local`): collated batches, forever."""
-        clips, n, _ = self._crop_geometry(cfg)
-        bs = batch_size or cfg.train.batch_size
-        rng = np.random.default_rng(cfg.train.seed if seed is None else seed)
-        while True:
-            idx = rng.integers(0, len(clips), bs)
-            audio = np.stack([read_crop(clips[i]["path"], clips[i]["frames"], n, rng) for i in idx])
-            yield self.collate(cfg, {"audio": audio})
+    def valid_dataset(self, cfg: "JobConfig"):
+        import ray.data
+
+        try:
+            clips = _clips(cfg, "valid")
+        except ValueError:
+            return None
+        return ray.data.from_items(clips, override_num_blocks=max(1, min(len(clips), 8))).map(_ReadClip())
+
+    def memory_epochs(self, cfg: "JobConfig", cols: dict[str, np.ndarray], micro: int, seed: int, rank: int):
+        _, n, crops = self._crop_geometry(cfg)
+        return CropEpochs(list(cols["audio"]), n, crops, micro, seed, rank)
+
+    def valid_batches(self, cfg: "JobConfig", cols: dict[str, np.ndarray], batch: int) -> list[dict[str, Any]]:
+        """Fixed crops of the validation clips (4 per clip at offsets drawn once from seed 0): the same
+        examples at every validation."""
+        _, n, _ = self._crop_geometry(cfg)
+        rng = np.random.default_rng(0)
+        crops = [_crop(np.asarray(a, np.float32), n, rng) for a in cols["audio"] for _ in range(4)]
+        return [self.collate(cfg, {"audio": np.stack(crops[i:i + batch])}) for i in range(0, len(crops), batch)]
+
+    def read_rows(self, cfg: "JobConfig", split: str) -> dict[str, np.ndarray]:
+        """The whole clips of a split without Ray, ``{"id", "audio"}`` (for the plain loop's memory mode)."""
+        clips = _clips(cfg, split)
+        read = _ReadClip()
+        rows = [read(c) for c in sorted(clips, key=lambda c: c["id"])]
+        audio = np.empty(len(rows), dtype=object)
+        audio[:] = [r["audio"] for r in rows]
+        return {"id": np.array([r["id"] for r in rows], dtype=object), "audio": audio}
 
     def collate(self, cfg: "JobConfig", batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch

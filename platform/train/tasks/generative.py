@@ -45,10 +45,38 @@ class GenerativeTask:
         self._check(cfg)
         return build_generative(cfg, self.meta(cfg))
 
-    def train_dataset(self, cfg: JobConfig):
+    def columns(self, cfg: JobConfig) -> list[str]:
+        """What the model reads: its representation (RVQ tokens for AR, the latent for FM), the text features
+        and the controls it is conditioned on (plus ``id``, which orders the rows)."""
+        main = "tokens" if self.name == "ar" else "latent"
+        return ["id", main, "text", "text_mask", *cfg.model.controls]
+
+    def train_bytes(self, cfg: JobConfig) -> int:
+        """The training split as collated tensors (int64 tokens and controls, float32 latent and text)."""
+        m = self.meta(cfg)
+        k, t, d = int(m["n_codebooks"]), int(m["n_frames"]), int(m["latent_dim"])
+        per_col = {"tokens": 8 * k * t, "latent": 4 * t * d, "text": 4 * int(m["text_len"]) * int(m["text_dim"]),
+                   "text_mask": int(m["text_len"]), "chords": 8 * t, "melody": 8 * t, "drums": 8 * t}
+        row = sum(per_col.get(c, 0) for c in self.columns(cfg))
+        return row * int((m.get("splits") or {}).get("train", 0))
+
+    def train_dataset(self, cfg: JobConfig, mode: str = "stream"):
         from arfm.data.loader import shard_dataset
 
-        return shard_dataset(cfg.data.shards, "train")
+        return shard_dataset(cfg.data.shards, "train", columns=self.columns(cfg))
+
+    def read_rows(self, cfg: JobConfig, split: str) -> dict[str, Any]:
+        """A split's columns without Ray (each shard file read once), for the plain loop's memory mode."""
+        from arfm.data.loader import read_columns
+
+        return read_columns(cfg.data.shards, split, self.columns(cfg))
+
+    def valid_dataset(self, cfg: JobConfig):
+        from arfm.data.loader import shard_dataset
+
+        if not int((self.meta(cfg).get("splits") or {}).get("valid", 0)):
+            return None
+        return shard_dataset(cfg.data.shards, "valid", columns=self.columns(cfg))
 
     def collate(self, cfg: JobConfig, batch: dict[str, Any]) -> dict[str, Any]:
         from arfm.data.loader import collate
