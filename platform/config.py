@@ -54,6 +54,8 @@ class CodecConfig(_Section):
     lr: float = Field(3e-4, gt=0)
     train_seconds: float = Field(1.0, gt=0, description="segment length for codec training")
     time_budget_s: float | None = Field(None, gt=0, description="stop codec training after this many seconds")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant (EnCodec) or cosine decay over the steps or time budget")
     commitment_weight: float = Field(1.0, ge=0)
     adversarial: bool = False
     norm_segments: int = Field(2048, ge=1, description="segments used for the latent normalization (E.2)")
@@ -218,8 +220,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "quantizer_dropout": False, "ema_decay": 0.9, "l1_weight": 30.0},
         "text": {"encoder": "minilm", "max_tokens": 32},
         "model": {"layers": 2, "dim": 64, "heads": 4, "ffn": 128},
-        "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 50,
-                  "log_every": 5},
+        "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 1000,
+                  "log_every": 25, "valid_every": 250},
         "sample": {"steps": 16, "seconds": 4.0},
         "eval": {"n_samples": 8, "batch_size": 8, "euler_steps": [4, 8, 16]},
     },

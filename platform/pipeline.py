@@ -63,7 +63,7 @@ class StudyRunner:
     def _init_ray(self) -> None:
         import ray
 
-        from arfm.train.trainer import quiet_ray_data
+        from arfm.raylogs import quiet_ray_data
 
         # Worker output goes to Ray's log files (``ray logs`` / the dashboard): the grid prints one progress
         # line per job and a summary per stage instead of interleaved raw logs.
@@ -163,17 +163,19 @@ class StudyRunner:
             self.log(f"shards {fr} Hz / {dur:g} s: {summary.get('written')} written, "
                      f"{summary.get('skipped')} reused -> {cfg.data.shards}")
 
-    def max_concurrent(self, cfg: JobConfig) -> int:
-        """How many training cells fit side by side while leaving one CPU for Ray Data's readers.
+    def max_concurrent(self, cfg: JobConfig, streaming: bool = True) -> int:
+        """How many training cells fit side by side.
 
-        Every training job holds ``workers x cpus_per_worker`` CPUs (and GPUs when asked) for its whole run; if
-        the jobs took every CPU, their Ray Data read tasks would wait forever for one.
+        Every training job holds ``workers x cpus_per_worker`` CPUs (and GPUs when asked) for its whole run. A job
+        that streams its data needs Ray Data read tasks all along: then one CPU stays free for them, or they
+        would wait forever for one. Jobs whose data is read into memory before their workers start need none.
         """
         import ray
 
         total = ray.cluster_resources()
         t = cfg.train
-        by_cpu = int((total.get("CPU", 1) - 1) // max(1, t.workers * t.cpus_per_worker))
+        spare = 1 if streaming else 0
+        by_cpu = int((total.get("CPU", 1) - spare) // max(1, t.workers * t.cpus_per_worker))
         limits = [by_cpu]
         if t.use_gpu:
             limits.append(int(total.get("GPU", 0) // t.workers))
@@ -195,7 +197,15 @@ class StudyRunner:
         from arfm import tracking
         from arfm.train.progress import Watcher
 
-        limit = self.max_concurrent(todo[0][1])
+        from arfm.train import data as train_data
+        from arfm.train.task import get_task
+
+        try:
+            streaming = any(train_data.plan(cfg, get_task(cfg.model.paradigm)).mode != train_data.MEMORY
+                            for _, cfg in todo)
+        except (OSError, ValueError):  # no shard metadata yet: the job will say so; plan for streaming
+            streaming = True
+        limit = self.max_concurrent(todo[0][1], streaming)
         self.log(f"{len(todo)} cell(s) to train, {limit} at a time")
         # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
         remote = ray.remote(num_cpus=0, max_retries=0)(_train_cell)

@@ -26,7 +26,6 @@ When the codec has no latent normalization (appendix E.2), it is computed first 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -283,18 +282,11 @@ class NormStats:
 # --------------------------------------------------------------------------------------------- driver
 
 
-@contextlib.contextmanager
 def _own_progress():
     """Ray Data's progress output off while our own bar (shards, seconds of audio, speed) runs."""
-    from ray.data import DataContext
+    from arfm.raylogs import ray_data_quiet
 
-    ctx = DataContext.get_current()
-    old = ctx.enable_progress_bars
-    ctx.enable_progress_bars = False
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = old
+    return ray_data_quiet()
 
 
 def _map(cls, ctor: dict, items: list[dict], batch_size: int, workers: int, cpus: int, executor: str):
@@ -328,8 +320,8 @@ def _ensure_ray() -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (or the one already initialised), else start a local Ray."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, ignore_reinit_error=True)
+    if not ray.is_initialized():  # worker output stays in Ray's logs; the driver shows its own progress bar
+        ray.init(include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
 
 
 def _default_workers(cpus_per_worker: int) -> int:

@@ -34,7 +34,7 @@ def _ray() -> None:
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    from arfm.train.trainer import quiet_ray_data
+    from arfm.raylogs import quiet_ray_data
 
     quiet_ray_data()
 

@@ -40,6 +40,7 @@ from arfm import tracking
 from arfm.config import JobConfig
 from arfm.train.engine import (ATTEMPTS_FILE, DS_TAG, FAIL_MARKER, check_config, deepspeed_config,  # noqa: F401
                                lr_lambda, micro_batch_size, rng_state, safe_load, set_rng_state)
+from arfm.raylogs import quiet_ray_data
 from arfm.train import data as train_data
 from arfm.train import progress
 from arfm.train.task import Task, get_task
@@ -55,18 +56,6 @@ def _resolve_task(task: str | Task) -> Task:
 
         ray.cloudpickle.register_pickle_by_value(module)  # e.g. a test's task, not importable on workers
     return task
-
-
-def quiet_ray_data() -> None:
-    """No per-epoch Ray Data progress bars or execution banners on the console (they stay in Ray's logs)."""
-    import logging
-
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _ensure_ray(cfg: JobConfig) -> None:

@@ -3,7 +3,7 @@
 The trainer (or :func:`arfm.train.local.train_local`) runs it with the ``train`` section produced by
 :meth:`CodecTask.job_config`, which copies the codec's own optimisation fields (``codec.steps``,
 ``codec.batch_size``, ``codec.lr``, ``codec.time_budget_s``) into ``train`` and uses audiocraft's EnCodec
-optimiser settings (Adam betas 0.5/0.9, no weight decay, constant learning rate).
+optimiser settings (Adam betas 0.5/0.9, no weight decay, constant learning rate unless ``codec.schedule=cosine``).
 
 The final artifact is a :class:`arfm.latents.Codec` directory (hub format + ``arfm_codec.json``) holding the
 latent normalization of appendix E.2, written to the trainer's ``out_dir`` and to ``codec.path``.
@@ -132,7 +132,7 @@ class CodecTask:
         c = cfg.codec
         train = cfg.train.model_copy(update={
             "steps": c.steps, "batch_size": c.batch_size, "lr": c.lr, "time_budget_s": c.time_budget_s,
-            "warmup_steps": 0, "schedule": "constant", "betas": (0.5, 0.9), "weight_decay": 0.0,
+            "warmup_steps": 0, "schedule": c.schedule, "betas": (0.5, 0.9), "weight_decay": 0.0,
             "ema_decay": None,
         })
         return cfg.model_copy(update={"train": train})
