@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from arfm.study import home, load_study
 
     console = Console()
+    if not console.is_terminal:  # a log file or a job's output: wide enough that table rows stay one line
+        console = Console(width=160)
     try:
         study = load_study(args.study_file, args.preset, args.only)
     except ConfigError as exc:

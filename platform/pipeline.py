@@ -52,7 +52,7 @@ class StudyRunner:
 
     # -- helpers -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
-        self.console.print(f"[bold cyan]grid[/bold cyan] {msg}")
+        self.console.print(f"[bold cyan]grid[/bold cyan] {msg}", soft_wrap=True)  # one line per message
 
     def cell_cfg(self, cell: Cell) -> JobConfig:
         return cell_config(self.study, cell, self.root, self.overrides)
