@@ -1,4 +1,4 @@
-"""PNG figures of the report (matplotlib, Agg backend): means with 95% interval error bars."""
+"""PNG figures of the report (matplotlib, Agg backend): values with their 95% intervals drawn from lo to hi."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ def _errbar(ax, xs, stats, label, line: bool = True):
         return
     x = [p[0] for p in pts]
     y = np.array([p[1].mean for p in pts])
-    err = np.array([p[1].half_width or 0.0 for p in pts])
-    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if line else "none")
+    # the interval as computed, drawn from lo to hi: a bootstrap interval need not be symmetric about the value,
+    # nor contain it (FAD's basic interval corrects an upward bias), so it is not drawn as value ± error
+    line_art = ax.plot(x, y, marker="o", label=label, linestyle="-" if line else "none")[0]
+    with_ci = [(xi, p[1].lo, p[1].hi) for xi, p in zip(x, pts) if p[1].lo is not None and p[1].hi is not None]
+    if with_ci:
+        xs, lo, hi = (list(v) for v in zip(*with_ci))
+        ax.vlines(xs, lo, hi, color=line_art.get_color())
+        ax.plot(xs + xs, lo + hi, linestyle="none", marker="_", markersize=8, color=line_art.get_color())
 
 
 def _save(fig, path: Path) -> Path:
