@@ -4,8 +4,9 @@ A run's axes come from the contract's tags (``paradigm``, ``job``, ``frame_rate`
 ``conditioning``, ``latent``); duration and batch size from the study-cell name written by
 :mod:`arfm.study` (``fm-50hz-10s-b256-text``) or else the params ``data.segment_seconds`` and
 ``train.batch_size``. A value (:meth:`RunView.stat`) comes from ``eval/per_sample.json`` when the run has one
-(mean with a 95% t interval and its n; FAD with its bootstrap interval), else from the ``eval/<key>`` metric
-(no interval), else it is "skipped" (with the reason the evaluation recorded) or missing.
+(mean with a 95% t interval and its n; FAD with its two-set basic bootstrap interval), else from the
+``eval/<key>`` metric (no interval), else it is "skipped" (with the reason the evaluation recorded) or missing.
+The method (estimator, embedding, reference) comes from the file or from the run's ``eval/<key>.method`` tag.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arfm.evaluate.per_sample import ARTIFACT_PATH, read_per_sample
-from arfm.evaluate.stats import Summary, mean_ci
+from arfm.evaluate.stats import SET_BOOTSTRAP, Summary, mean_ci
 
 
 class ReportError(RuntimeError):
@@ -27,9 +28,13 @@ class ReportError(RuntimeError):
 
 @dataclass
 class Stat:
+    """A value as the report shows it: the summary (value, interval and how it was computed), the estimator /
+    embedding / reference that produced it (``method``), and why it is missing or why a fallback was used."""
+
     summary: Summary | None = None
     skipped: str | None = None
     method: str | None = None
+    fallback: str | None = None
 
 
 @dataclass
@@ -113,18 +118,22 @@ class RunView:
     def stat(self, key: str) -> Stat:
         """The value of ``key`` (``"clap"``, ``"euler10/fad"``) with n and 95% CI, or why it is absent."""
         ps = self.per_sample
-        method = (ps or {}).get("methods", {}).get(key)
+        tag = self.tags.get(f"eval/{key}.method", "")
+        method = (ps or {}).get("methods", {}).get(key) or (tag.split("; ")[0] if tag else None)
+        fallback = (ps or {}).get("fallbacks", {}).get(key)
         if ps is not None:
             if key in ps["per_sample"]:
-                return Stat(mean_ci(ps["per_sample"][key]), method=method)
+                return Stat(mean_ci(ps["per_sample"][key]), method=method, fallback=fallback)
             if key in ps["set"]:
                 e = ps["set"][key]
                 ci = e.get("ci") or (None, None)
-                return Stat(Summary(e.get("value"), ci[0], ci[1], int(e.get("n") or 0), method="bootstrap"),
-                            method=e.get("model") or method)
+                how = SET_BOOTSTRAP if ci[0] is not None else "none"
+                return Stat(Summary(e.get("value"), ci[0], ci[1], int(e.get("n") or 0), method=how),
+                            method=e.get("model") or method, fallback=fallback)
         mk = f"eval/{key}"
         if mk in self.metrics:
-            return Stat(Summary(self.metrics[mk], None, None, self.n or 0, method="single"), method=method)
+            return Stat(Summary(self.metrics[mk], None, None, self.n or 0, method="none"), method=method,
+                        fallback=fallback)
         if ps is not None and key in ps["skipped"]:
             return Stat(skipped=ps["skipped"][key], method=method)
         return Stat()
