@@ -202,7 +202,7 @@ class Generator:
         text, mask = text.to(self.device), mask.to(self.device)
         controls = self._controls(reqs, n)
         gen, seeds = self._generators(reqs)
-        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs)}
+        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs), "cfg": sc.cfg}
         entropy = None
         if inpaint:
             audio = self._inpaint(reqs, n, text, mask, controls, sc, gen, info)
