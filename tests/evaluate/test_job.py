@@ -181,3 +181,15 @@ def test_arfm_evaluate_logs_what_it_used_on_the_run(tmp_path, two_clip_corpus, t
     assert np.isclose(metrics["eval/chord_iou"], np.mean([v for v in doc["per_sample"]["chord_iou"] if v is not None]))
     config = client.download_artifacts(run_id, "eval/config.yaml", str(tmp_path))
     assert "cfg: 1.5" in open(config).read()
+    # the report of that evaluation: intervals as computed, every adherence cell naming estimator and reference
+    from arfm.evaluate.report import write_report
+
+    md = write_report("t", out=tmp_path / "report", uri=uri, log=False).markdown
+    row = next(line for line in md.splitlines() if line.startswith("| 50 ") and "| AR " in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    fad = next(c for c in cells if "mel-offline" in c)
+    assert "±" not in fad and "[" in fad and fad.endswith("(mel-offline; basic bootstrap, both sets resampled)")
+    assert any(c.endswith("(chordino vs labels, tetrads)") for c in cells)
+    assert any(c.endswith("(madmom vs labels)") for c in cells)
+    assert any(c.endswith("(chroma-argmax (MusicGen) vs audio)") for c in cells)  # as the paper: audio
+    assert "4 samples asked" in md.split("## Evaluation notes")[1]
