@@ -77,10 +77,26 @@ def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:
         from arfm import tracking
 
         uri = tracking_uri or tracking.tracking_uri()
-        mlflow.set_registry_uri(uri)  # models:/ names resolve in this store's registry, not the default one
+        if s.startswith("models:/"):
+            # resolved with a client of this store's registry: MLflow's models:/ download would use the
+            # process-wide registry URI, and setting that would redirect every later client of the process
+            s = _registered_model_uri(tracking.client(uri), s)
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=s, tracking_uri=uri))
     raise GenerationError(f"source: {source!r} is neither a saved-model folder, runs:/RUN_ID/model, "
                           "models:/NAME/VERSION nor an MLflow run id")
+
+
+def _registered_model_uri(client: Any, uri: str) -> str:
+    """``models:/NAME/VERSION`` (or ``NAME/latest``, ``NAME``) -> the artifact URI of that model version."""
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise GenerationError(f"source: no registered model named {name!r}")
+    if version in ("", "latest"):
+        version = str(max(int(v.version) for v in versions))
+    if version not in {str(v.version) for v in versions}:
+        raise GenerationError(f"source: registered model {name!r} has no version {version}")
+    return client.get_model_version_download_uri(name, version)
 
 
 class Generator:

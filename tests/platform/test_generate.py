@@ -123,3 +123,27 @@ def test_fm_with_an_adaptive_solver_integrates_each_request_on_its_own(tmp_path)
                          sample=sample, batch_size=8)
     np.testing.assert_array_equal(batch[2].audio, alone.audio)
     assert batch[2].info["nfe"] == alone.info["nfe"] and batch[2].info["batch"] == 1
+
+
+def test_registered_models_resolve_in_the_given_store_without_changing_the_process(tmp_path, monkeypatch):
+    import mlflow
+
+    from arfm import tracking
+    from arfm.generate import resolve_source
+
+    monkeypatch.setenv("ARFM_HOME", str(tmp_path / "home"))
+    cfg, path, _ = _saved(tmp_path, "fm")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": uri, "experiment": "g"})})
+    _, run_id = tracking.start_run(cfg, "train", "fm")
+    tracking.log_model_dir(uri, run_id, path)
+    version = tracking.register_model(uri, run_id, "arfm-g")
+    before = mlflow.get_registry_uri()
+    folder = resolve_source(f"models:/arfm-g/{version}", tracking_uri=uri)
+    assert (folder / "weights.pt").is_file() and (resolve_source(run_id, tracking_uri=uri) / "config.yaml").is_file()
+    assert mlflow.get_registry_uri() == before  # later clients still use their own store's registry
+    assert (resolve_source("models:/arfm-g/latest", tracking_uri=uri) / "weights.pt").is_file()
+    with pytest.raises(GenerationError, match="no registered model named 'nope'"):
+        resolve_source("models:/nope/1", tracking_uri=uri)
+    with pytest.raises(GenerationError, match="has no version 7"):
+        resolve_source("models:/arfm-g/7", tracking_uri=uri)
