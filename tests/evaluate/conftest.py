@@ -146,25 +146,6 @@ def synth_clips():
     return [(c.audio, c.labels) for c in clips]
 
 
-@pytest.fixture(scope="session")
-def require_estimator():
-    """``require_estimator(availability)``: a missing optional estimator (Chordino, madmom) fails the test with
-    the import error; with ``ARFM_ALLOW_MISSING_ESTIMATORS=1`` (machines that cannot install them) it skips."""
-    import os
-
-    from arfm.evaluate.estimators import ALLOW_MISSING_ENV
-
-    def check(availability) -> None:
-        if availability:
-            return
-        if os.environ.get(ALLOW_MISSING_ENV) == "1":
-            pytest.skip(f"{availability} ({ALLOW_MISSING_ENV}=1)")
-        pytest.fail(f"{availability}. Install it with `bash infra/install.sh --dev`, or set {ALLOW_MISSING_ENV}=1 "
-                    "to skip the tests that need it", pytrace=False)
-
-    return check
-
-
 CORPUS_SECONDS = 1.5
 
 
