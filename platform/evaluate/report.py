@@ -403,6 +403,8 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
         tail += ["", "## Notes: skipped metrics and fallback estimators", ""]
         tail += [f"[{i}] {t}" for i, t in enumerate(notes.items, 1)]
     run_notes = [f"- {_run_ref(r)}: {t}" for r in runs for t in ((r.per_sample or {}).get("notes") or [])]
+    run_notes += [f"- {_run_ref(r)}: {r.extra['per_sample_error']}; its values are shown without intervals"
+                  for r in runs if r.extra.get("per_sample_error")]
     if run_notes:
         tail += ["", "## Evaluation notes", ""] + run_notes
     tail += ["", "## Runs", "", _md_table(

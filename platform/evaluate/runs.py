@@ -181,7 +181,9 @@ def collect_runs(experiment: str, uri: str) -> list[RunView]:
             view = RunView(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id[:8], tags=dict(r.data.tags),
                            params=dict(r.data.params), metrics=dict(r.data.metrics),
                            start_time=int(r.info.start_time or 0), status=r.info.status)
-            view.per_sample = _download_per_sample(client, r.info.run_id)
+            view.per_sample, error = _download_per_sample(client, r.info.run_id)
+            if error:
+                view.extra["per_sample_error"] = error
             runs.append(view)
         token = page.token
         if not token:
@@ -192,27 +194,31 @@ def collect_runs(experiment: str, uri: str) -> list[RunView]:
 ENTROPY_PATH = "eval/entropy.json"  # {"per_prompt": [[H_0, H_1, ...], ...]}, when not inside per_sample.json
 
 
-def _download_per_sample(client: Any, run_id: str) -> dict[str, Any] | None:
+def _download_per_sample(client: Any, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's ``eval/per_sample.json`` (or None when it logged none) and, when it exists but cannot be read,
+    why: the report then shows the run's metrics without intervals and says so."""
     folder = ARTIFACT_PATH.rsplit("/", 1)[0]
     try:
         listed = [a.path for a in client.list_artifacts(run_id, folder)]
-    except Exception:  # noqa: BLE001 - no artifact store, or nothing logged
-        return None
+    except Exception:  # noqa: BLE001 - no artifact store, or nothing logged: no file to read
+        return None, None
     if ARTIFACT_PATH not in listed:
-        return None
+        return None, None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             doc = read_per_sample(client.download_artifacts(run_id, ARTIFACT_PATH, tmp))
-        except Exception:  # noqa: BLE001 - a broken file must not stop the report
-            return None
+        except Exception as exc:  # noqa: BLE001 - a broken file must not stop the report, but is reported
+            return None, f"{ARTIFACT_PATH} could not be read ({type(exc).__name__}: {exc})"
         if not doc.get("entropy") and ENTROPY_PATH in listed:
             try:
                 ent = json.loads(Path(client.download_artifacts(run_id, ENTROPY_PATH, tmp)).read_text())
+            except Exception as exc:  # noqa: BLE001
+                doc["notes"] = list(doc.get("notes") or []) + [
+                    f"{ENTROPY_PATH} could not be read ({type(exc).__name__}: {exc})"]
+            else:
                 if ent.get("per_prompt"):
                     doc["entropy"] = {"": ent["per_prompt"]}
-            except Exception:  # noqa: BLE001
-                pass
-        return doc
+        return doc, None
 
 
 def latest(runs: list[RunView]) -> RunView | None:

@@ -98,6 +98,8 @@ def store(tmp_path_factory):
     ids["codec"] = _log_run(client, exp_id, tmp, _tags("codec", 50, "codec-50hz", job="codec"),
                             metrics={"recon_si_snr_latent": 7.5, "recon_log_msd_latent": 0.35,
                                      "recon_si_snr_tokens": 5.0, "recon_log_msd_tokens": 0.5})
+    ids["broken"] = _log_run(client, exp_id, tmp, _tags("fm", 100, "fm-100hz-10s-b256-text"),
+                             metrics={"eval/fad": 0.8}, per_sample=_Broken())
     _log_run(client, exp_id, tmp, {"job": "report", "study_cell": "report"}, metrics={"eval/fad": 99.0})
     small = client.create_experiment(EXP + "-cli", artifact_location=(tmp / "artifacts-cli").as_uri())
     _log_run(client, small, tmp, _tags("fm", 50, "fm-50hz-4s-b8-text"), metrics={"eval/fad": 0.5})
@@ -121,6 +123,18 @@ class _JobLayout:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"n": 4, "variants": {self.variant: self.rows},
                                     "prompts": [{"id": f"p{i}", "caption": "c"} for i in range(4)]}))
+        return path
+
+
+class _Broken:
+    """A per_sample.json that cannot be read."""
+
+    def metrics(self):
+        return {}
+
+    def write(self, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{not json")
         return path
 
 
@@ -178,10 +192,14 @@ def test_report_tables_figures_and_report_run(store, tmp_path):
     assert fm25["FAD↓ [mel-offline]"] == "0.900 (method not recorded; no interval)"  # metric only
     assert fm25["CLAP↑"] == "0.330 (laion-clap:HTSAT-base:clap.pt; no interval)"  # method from the run's tag
     assert _row(t2, "25", "AR")["n"] == "not evaluated"
-    for fr, model in [("100", "AR"), ("100", "FM (EnC)"), ("50", "FM (VAE)"), ("25", "FM (VAE)")]:
+    broken = _row(t2, "100", "FM (EnC)")  # its per-sample file is unreadable: the metric, said so below
+    assert broken["FAD↓ [mel-offline]"] == "0.800 (method not recorded; no interval)"
+    for fr, model in [("100", "AR"), ("50", "FM (VAE)"), ("25", "FM (VAE)")]:
         assert _row(t2, fr, model)["n"] == "not run"
     assert "[1] no Audiobox Aesthetics checkpoint given" in md
     notes = _section(md, "## Evaluation notes")
+    assert f"`{ids['broken'][:8]}` fm-100hz-10s-b256-text: eval/per_sample.json could not be read (JSONDecodeError" \
+        in notes
     assert f"`{ids['ar50'][:8]}` ar-50hz-10s-b256-text: 8 samples asked, but the valid split" in notes
     assert "±" not in "".join(c for line in md.splitlines() if line.startswith("|")
                               for c in _cells(line) if FAD_LABEL in c)
@@ -211,7 +229,7 @@ def test_report_tables_figures_and_report_run(store, tmp_path):
     t7 = _section(md, "## Table 7")
     assert _row(t7, "25", "20")["FAD↓ [mel-offline]"].startswith("1.100 ")
     assert _row(t7, "50", "10")["FAD↓ [mel-offline]"].startswith("2.000 [1.500, 2.125]")
-    assert _row(t7, "100", "10")["n"] == "not run"
+    assert _row(t7, "100", "10")["FAD↓ [mel-offline]"].startswith("0.800 ") and _row(t7, "50", "20")["n"] == "not run"
 
     f8 = _section(md, "## Figure 8")
     assert _row(f8, "AR", "10", "8")["FAD↓ [mel-offline]"].startswith("3.000 ")
@@ -231,7 +249,7 @@ def test_report_tables_figures_and_report_run(store, tmp_path):
     assert _row(b, "50", "VAE")["n"] == "not run" and _row(b, "25", "EnCodec")["n"] == "not run"
 
     runs = _section(md, "## Runs")
-    assert ids["codec"][:8] in runs and len([line for line in runs.splitlines() if line.startswith("| `")]) == 10
+    assert ids["codec"][:8] in runs and len([line for line in runs.splitlines() if line.startswith("| `")]) == 11
     assert "99.0" not in md  # the earlier report run is not a model run
 
     names = {p.name for p in rep.figures}
