@@ -1,19 +1,24 @@
 """The evaluation job: generate N samples from a trained model, score them in parallel Ray tasks, log to MLflow.
 
-``evaluate_run(cfg, run_id=...)`` (``arfm evaluate --run RUN_ID``) loads the model through the one generation
-API (:class:`arfm.generate.Generator`), takes N prompts from the held-out split of the model's dataset
-(caption, reference audio and, on the synthetic corpus, the exact chord / melody / downbeat labels), and
-generates them under each sampling *variant*:
+``evaluate_run(run_id=..., layer=...)`` (``arfm evaluate --run RUN_ID``) loads the model through the one
+generation API (:class:`arfm.generate.Generator`). Its settings are the run's own config (what the model was
+trained and sampled with), then what the user gave (:func:`user_layer`: the ``sample`` / ``eval`` /
+``tracking`` sections of ``--preset`` and ``--config``, then each ``--set``); the grid passes its cell's config
+instead. It takes N distinct prompts from the held-out split of the model's dataset (caption, reference audio
+and, on the synthetic corpus, the exact chord / melody / downbeat labels; fewer when the split holds fewer,
+with a note) and generates them under each sampling *variant*, always with the evaluation's ``sample`` config:
 
-- the default sampling of ``cfg.sample`` (no variant prefix: ``eval/fad`` ...);
-- FM: fixed-step Euler at every count of ``cfg.eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
+- the default sampling (no variant prefix: ``eval/fad`` ...);
+- FM: fixed-step Euler at every count of ``eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
 - models with controls: each control alone, the others null (``eval/single_<name>/...``, table 3);
 - inpainting models: the masked-span edit of section 5.3 (``eval/inpaint/...``), and for text-only FM models
   zero-shot inpainting by inversion (``eval/inpaint_zs/...``, table 4).
 
-Each metric of each variant is one Ray task. Aggregates go to the model's run as metrics; every per-sample
-value, the methods and the skip reasons go to the artifact ``eval/per_sample.json``; a few clips with
-their captions go to ``eval/audio``; AR entropy curves (appendix I) to ``eval/entropy.json``.
+Each metric of each variant is one Ray task. Aggregates go to the model's run as metrics, each with an
+``eval/<key>.method`` tag (estimator or embedding, reference, interval method, fallback or skip reason); the
+settings used go to tags ``eval/sample.*`` / ``eval/eval.*`` and ``eval/config.yaml``; every per-sample value,
+the methods, notes, skip reasons and AR entropy curves (appendix I) go to ``eval/per_sample.json``; a few
+clips with their captions to ``eval/audio``; the run is then tagged ``evaluated=true``.
 """
 
 from __future__ import annotations
