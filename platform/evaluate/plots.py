@@ -34,6 +34,12 @@ def _errbar(ax, xs, stats, label, line: bool = True):
         ax.plot(xs + xs, lo + hi, linestyle="none", marker="_", markersize=8, color=line_art.get_color())
 
 
+def _legend(ax) -> None:
+    """A legend when the axis has labelled series (a metric skipped everywhere leaves an empty axis)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -60,7 +66,7 @@ def plot_table2(picked, out: Path) -> Path | None:
         ax.set_xlim(-0.5, len(frs) - 0.5)
         ax.set_title(METRICS[metric][0])
         ax.set_xlabel("frame rate (Hz)")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     return _save(fig, out / "table2_paradigm_framerate.png")
 
 
@@ -76,7 +82,7 @@ def plot_steps(data, out: Path) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("Euler steps")
         ax.set_title(METRICS[metric][0])
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "fig3_euler_steps.png")
 
 
@@ -90,7 +96,7 @@ def plot_t7(data, out: Path) -> Path | None:
         _errbar(ax, ds, [data[(fr, d)] for d in ds], f"{fr} Hz")
     ax.set_xlabel("duration (s)")
     ax.set_title("FAD↓ (figure 4 / table 7)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "fig4_framerate_duration.png")
 
 
@@ -107,7 +113,7 @@ def plot_f8(data, out: Path) -> Path | None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_title(METRICS[metric][0])
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     return _save(fig, out / "fig8_batch_duration.png")
 
 
@@ -121,5 +127,5 @@ def plot_entropy(curves, out: Path) -> Path | None:
         ax.fill_between(c.steps, c.lo, c.hi, alpha=0.25)
     ax.set_xlabel("sampling step")
     ax.set_ylabel("entropy (nats)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "fig9_entropy.png")
