@@ -127,6 +127,9 @@ def _envelopes(audio: np.ndarray, sample_rate: int, sr: int = 16000, n_fft: int 
     return norm(onset), norm(low), harm, sr / hop
 
 
+# The fallback tracker is written here on purpose: it must run where madmom cannot be installed, and the
+# well-kept alternatives at hand track beats only (librosa.beat) or need madmom themselves; no library gives
+# downbeats without it. Its results are always labelled "onset-autocorr".
 def _fallback(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     onset, low, harm, fps = _envelopes(audio, sample_rate)
     n = len(onset)

@@ -70,9 +70,10 @@ def chromagram(audio: Any, sample_rate: int, argmax: bool = True, radix2_exp: in
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    num = np.sum(a * b, axis=1)
-    den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), eps)
-    return num / den
+    """Per-row cosine similarity (``torch.nn.functional.cosine_similarity``, as audiocraft's metric)."""
+    import torch
+
+    return torch.nn.functional.cosine_similarity(torch.from_numpy(a), torch.from_numpy(b), dim=1, eps=eps).numpy()
 
 
 def melody_similarity(generated: Any, reference: Any, sample_rate: int) -> float:
