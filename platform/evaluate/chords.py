@@ -50,7 +50,6 @@ from arfm.evaluate.results import MetricResult
 from arfm.vocab import N_CHORDS, chord_from_index, chord_pitch_classes
 
 Segments = list[tuple[str, float, float]]
-NO_CHORD_INDEX = N_CHORDS - 1
 
 
 @dataclass

@@ -1,7 +1,5 @@
 """`arfm report` on a temporary MLflow store filled with fake runs (tags, metrics, per-sample artifacts)."""
 
-import re
-
 import pytest
 
 from arfm.evaluate.per_sample import PerSample
