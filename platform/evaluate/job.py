@@ -1,24 +1,30 @@
 """The evaluation job: generate N samples from a trained model, score them in parallel Ray tasks, log to MLflow.
 
-``evaluate_run(cfg, run_id=...)`` (``arfm evaluate --run RUN_ID``) loads the model through the one generation
-API (:class:`arfm.generate.Generator`), takes N prompts from the held-out split of the model's dataset
-(caption, reference audio and, on the synthetic corpus, the exact chord / melody / downbeat labels), and
-generates them under each sampling *variant*:
+``evaluate_run(run_id=..., layer=...)`` (``arfm evaluate --run RUN_ID``) loads the model through the one
+generation API (:class:`arfm.generate.Generator`). Its settings are the run's own config (what the model was
+trained and sampled with), then what the user gave (:func:`user_layer`: the ``sample`` / ``eval`` /
+``tracking`` sections of ``--preset`` and ``--config``, then each ``--set``); the grid passes its cell's config
+instead. It takes N distinct prompts from the held-out split of the model's dataset (caption, reference audio
+and, on the synthetic corpus, the exact chord / melody / downbeat labels; fewer when the split holds fewer,
+with a note) and generates them under each sampling *variant*, always with the evaluation's ``sample`` config:
 
-- the default sampling of ``cfg.sample`` (no variant prefix: ``eval/fad`` ...);
-- FM: fixed-step Euler at every count of ``cfg.eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
+- the default sampling (no variant prefix: ``eval/fad`` ...);
+- FM: fixed-step Euler at every count of ``eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
 - models with controls: each control alone, the others null (``eval/single_<name>/...``, table 3);
 - inpainting models: the masked-span edit of section 5.3 (``eval/inpaint/...``), and for text-only FM models
   zero-shot inpainting by inversion (``eval/inpaint_zs/...``, table 4).
 
-Each metric of each variant is one Ray task. Aggregates go to the model's run as metrics; every per-sample
-value, the methods and the skip reasons go to the artifact ``eval/per_sample.json``; a few clips with
-their captions go to ``eval/audio``; AR entropy curves (appendix I) to ``eval/entropy.json``.
+Each metric of each variant is one Ray task. Aggregates go to the model's run as metrics, each with an
+``eval/<key>.method`` tag (estimator or embedding, reference, interval method, fallback or skip reason); the
+settings used go to tags ``eval/sample.*`` / ``eval/eval.*`` and ``eval/config.yaml``; every per-sample value,
+the methods, notes, skip reasons and AR entropy curves (appendix I) go to ``eval/per_sample.json``; a few
+clips with their captions to ``eval/audio``; the run is then tagged ``evaluated=true``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -26,42 +32,59 @@ from typing import Any
 
 import numpy as np
 
-from arfm.config import JobConfig
+from arfm.config import JobConfig, dump_yaml
 
 INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, >= 1 s of context each side
 
 
 # ------------------------------------------------------------------------------------------------ prompts
-def load_prompts(cfg: JobConfig, n: int, seconds: float, sample_rate: int) -> list[dict[str, Any]]:
-    """``n`` prompts: ``{"caption", "reference" (audio or None), "labels" (or None), "id"}``.
+def load_prompts(cfg: JobConfig, n: int, seconds: float, sample_rate: int,
+                 notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Up to ``n`` distinct prompts: ``{"caption", "reference" (audio or None), "labels" (or None), "id"}``.
 
-    ``cfg.eval.prompts`` is ``valid`` (the dataset's held-out split; cycled when shorter than ``n``), a
-    ``.txt`` file (one caption per line, no references) or a dataset ``manifest.jsonl``.
+    ``cfg.eval.prompts`` is ``valid`` (the dataset's held-out split), a ``.txt`` file (one caption per line, no
+    references) or a dataset ``manifest.jsonl``. Every prompt is a different clip (or caption): evaluated
+    samples must be independent for their intervals to hold, and FAD's reference set must not repeat clips.
+    When the pool holds fewer than ``n`` the pool's size is used, and a sentence saying so is appended to
+    ``notes`` (and logged).
     """
     from arfm.data.manifest import load_audio, read_manifest
 
     src = cfg.eval.prompts
     if src.endswith(".txt"):
-        captions = [c.strip() for c in Path(src).read_text().splitlines() if c.strip()]
+        lines = [c.strip() for c in Path(src).read_text().splitlines() if c.strip()]
+        captions = list(dict.fromkeys(lines))  # distinct, in file order
         if not captions:
             raise ValueError(f"eval.prompts: {src} holds no captions")
-        return [{"id": f"prompt{i}", "caption": captions[i % len(captions)], "reference": None, "labels": None}
-                for i in range(n)]
+        _note_pool(notes, n, len(captions), f"{src} holds {len(captions)} distinct captions")
+        return [{"id": f"prompt{i}", "caption": c, "reference": None, "labels": None}
+                for i, c in enumerate(captions[:n])]
     root = Path(src).parent if src.endswith(".jsonl") else Path(cfg.data.dataset)
     rows = read_manifest(root)
-    pool = [r for r in rows if r.get("split") == "valid"] or rows
+    valid = [r for r in rows if r.get("split") == "valid"]
+    pool = list({r["id"]: r for r in (valid or rows)}.values())  # one prompt per clip
     if not pool:
         raise ValueError(f"eval.prompts: no rows in {root}/manifest.jsonl")
+    where = f"the {'valid split' if valid else 'manifest (it has no valid split)'} of {root}"
+    _note_pool(notes, n, len(pool), f"{where} holds {len(pool)} clips")
     n_samples = int(round(seconds * sample_rate))
     prompts = []
-    for i in range(n):
-        row = pool[i % len(pool)]
+    for row in pool[:n]:
         audio = load_audio(root, row)[:n_samples]
         if len(audio) < n_samples:
             audio = np.pad(audio, (0, n_samples - len(audio)))
         prompts.append({"id": row["id"], "caption": row["caption"], "reference": audio.astype(np.float32),
                         "labels": crop_labels(row.get("labels"), seconds)})
     return prompts
+
+
+def _note_pool(notes: list[str] | None, n: int, size: int, where: str) -> None:
+    if size >= n:
+        return
+    text = f"{n} samples asked, but {where}: evaluated n = {size} (prompts are not repeated)"
+    logging.getLogger(__name__).warning(text)
+    if notes is not None:
+        notes.append(text)
 
 
 def crop_labels(labels: dict[str, Any] | None, seconds: float) -> dict[str, Any] | None:
@@ -208,8 +231,10 @@ def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, An
             req.inpaint_audio, req.inpaint_span = p["reference"], _span(seconds, rng)
             req.inpaint_mode = spec["inpaint"]
         reqs.append(req)
+    # the evaluation's sampling config, with the variant's changes: never the model's training-time defaults
+    sample = {**cfg.sample.model_dump(), **(spec.get("sample") or {})}
     t0 = time.perf_counter()
-    results = gen.generate(reqs, sample=spec.get("sample") or None, batch_size=cfg.eval.batch_size,
+    results = gen.generate(reqs, sample=sample, batch_size=cfg.eval.batch_size,
                            return_entropy=gen.paradigm == "ar" and not spec.get("inpaint"))
     return {"audio": [r.audio for r in results], "info": [r.info for r in results],
             "seconds": time.perf_counter() - t0}
@@ -234,10 +259,61 @@ def resolve_registered(uri: str, model: str) -> tuple[str, str]:
     return chosen[0].run_id, f"models:/{name}/{chosen[0].version}"
 
 
-def evaluate_run(cfg: JobConfig, run_id: str | None = None, model: str | None = None, n: int | None = None,
-                 log: bool = True) -> dict[str, Any]:
-    """Evaluate a trained model (an MLflow run id or a registered ``models:/NAME/VERSION``); returns
-    ``{"run_id", "metrics": {key: value}, "variants": [...]}``."""
+EVAL_SECTIONS = ("sample", "eval", "tracking")
+
+
+def user_layer(preset: str | None = None, config_file: str | Path | None = None,
+               overrides: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the user gave for an evaluation, as a nested dict of the sections evaluation uses (``sample``,
+    ``eval``, ``tracking``), in order: the preset's sections, the config file's, ``extra``, each ``--set``.
+
+    The model, codec, text encoder and data of an evaluation are the run's own: a preset or config file
+    contributes only its evaluation sections, and a ``--set`` of any other section is an error naming it.
+    """
+    from arfm.config import PRESETS, ConfigError, deep_merge, load_yaml, parse_override
+
+    raw: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raw = deep_merge(raw, {k: v for k, v in PRESETS[preset].items() if k in EVAL_SECTIONS})
+    if config_file is not None:
+        raw = deep_merge(raw, {k: v for k, v in load_yaml(config_file).items() if k in EVAL_SECTIONS})
+    if extra:
+        raw = deep_merge(raw, extra)
+    for item in overrides:
+        path, value = parse_override(item)
+        if path[0] not in EVAL_SECTIONS or len(path) < 2:
+            raise ConfigError(f"--set {'.'.join(path)}: an evaluation uses the run's own model, codec, text and "
+                              f"data settings; only {', '.join(s + '.*' for s in EVAL_SECTIONS)} can be set")
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return raw
+
+
+def evaluation_config(run_cfg: JobConfig, layer: dict[str, Any]) -> JobConfig:
+    """The run's own config (what it was trained and sampled with), then the user's ``layer``."""
+    from pydantic import ValidationError
+
+    from arfm.config import ConfigError, deep_merge, format_validation_error
+
+    try:
+        return JobConfig.model_validate(deep_merge(run_cfg.model_dump(mode="json"), layer))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model: str | None = None,
+                 n: int | None = None, log: bool = True, *, layer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a trained model (an MLflow run id or a registered ``models:/NAME/VERSION``).
+
+    The settings are the run's own config, then ``layer`` (:func:`user_layer`: the user's preset, config file
+    and ``--set``, as ``arfm evaluate`` passes them); or, given a whole job config ``cfg`` (a grid cell), the
+    run's config with that job's ``sample``, ``eval`` and ``tracking`` sections. Returns ``{"run_id",
+    "metrics": {key: value}, "variants": [...], "n", "notes", "config"}`` (``config``: the resolved settings).
+    """
     import ray
 
     from arfm import tracking
@@ -246,19 +322,23 @@ def evaluate_run(cfg: JobConfig, run_id: str | None = None, model: str | None = 
 
     if not run_id and not model:
         raise ValueError("evaluate: give --run RUN_ID or --model NAME")
-    uri = tracking.tracking_uri(cfg)
+    layer = layer or {}
+    if cfg is not None:
+        uri = tracking.tracking_uri(cfg)
+    else:
+        uri = tracking.tracking_uri(JobConfig.model_validate({"tracking": layer.get("tracking", {})}))
     if model and not Path(model).is_dir():
         run_id, source = resolve_registered(uri, model)
     else:
         source = model or f"runs:/{run_id}/model"
     gen = Generator.load(source, tracking_uri=uri)
-    # the training config of the model decides data and segment length; this job's cfg decides sampling
-    eval_cfg = gen.cfg.model_copy(update={"sample": cfg.sample, "eval": cfg.eval, "tracking": cfg.tracking})
-    if cfg.eval.prompts != "valid":
-        eval_cfg.eval.prompts = cfg.eval.prompts
-    seconds = float(cfg.sample.seconds or gen.cfg.data.segment_seconds)
-    n = n or cfg.eval.n_samples
-    prompts = load_prompts(eval_cfg, n, seconds, gen.sample_rate)
+    if cfg is not None:
+        eval_cfg = gen.cfg.model_copy(update={"sample": cfg.sample, "eval": cfg.eval, "tracking": cfg.tracking})
+    else:
+        eval_cfg = evaluation_config(gen.cfg, layer)
+    seconds = float(eval_cfg.sample.seconds or gen.cfg.data.segment_seconds)
+    notes: list[str] = []
+    prompts = load_prompts(eval_cfg, n or eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
 
@@ -277,6 +357,7 @@ def evaluate_run(cfg: JobConfig, run_id: str | None = None, model: str | None = 
     from arfm.evaluate.results import MetricResult
 
     table = PerSample(ids=[p["id"] for p in prompts], captions=[p["caption"] for p in prompts])
+    table.notes = list(notes)
     extra_metrics: dict[str, float] = {}
     for variant, rows in scores.items():
         for row in rows.values():
@@ -294,29 +375,44 @@ def evaluate_run(cfg: JobConfig, run_id: str | None = None, model: str | None = 
             table.add_entropy(entropy, variant or None)
     metrics = {**table.metrics(), **extra_metrics}
     if log and run_id:
-        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, cfg.eval.audio_samples_logged)
-    return {"run_id": run_id, "metrics": metrics, "variants": list(scores)}
+        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, eval_cfg)
+    return {"run_id": run_id, "metrics": metrics, "variants": list(scores), "n": len(prompts), "notes": notes,
+            "config": eval_cfg}
+
+
+def config_tags(cfg: JobConfig) -> dict[str, str]:
+    """The evaluation's own settings as run tags (``eval/sample.cfg`` ...): a run's params hold its training
+    config and cannot change, while each evaluation may sample differently."""
+    flat = {k: v for k, v in cfg.flat().items() if k.split(".")[0] in ("sample", "eval")}
+    return {f"eval/{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flat.items()}
 
 
 def _log(uri: str, run_id: str, metrics: dict[str, float], table: Any, outputs: dict, variants: dict,
-         prompts: list[dict[str, Any]], sample_rate: int, n_audio: int) -> None:
+         prompts: list[dict[str, Any]], sample_rate: int, cfg: JobConfig) -> None:
     import soundfile as sf
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
     from arfm import tracking
 
     client = tracking.client(uri)
     ts = int(time.time() * 1000)
+    tags = {**config_tags(cfg), **table.tags()}
+    if table.notes:
+        tags["eval/notes"] = " | ".join(table.notes)
     client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in metrics.items()])
+    items = [RunTag(k, v) for k, v in tags.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, tags=items[i: i + 100])
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "eval"
         (d / "audio").mkdir(parents=True)
         table.write(d / "per_sample.json")
+        (d / "config.yaml").write_text(dump_yaml(cfg))
         captions = {}
         for variant, out in outputs.items():
             if "alias" in variants[variant]:
                 continue
-            for i, audio in enumerate(out["audio"][:n_audio]):
+            for i, audio in enumerate(out["audio"][: cfg.eval.audio_samples_logged]):
                 name = f"{variant or 'default'}_{i:02d}.wav"
                 sf.write(d / "audio" / name, audio, sample_rate, subtype="PCM_16")
                 captions[name] = prompts[i]["caption"]

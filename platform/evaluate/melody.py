@@ -1,11 +1,11 @@
 """Melody chromagram cosine similarity (section 4.3; MusicGen, Copet et al., 2023).
 
 The metric of audiocraft's ``ChromaCosineSimilarityMetric`` with MusicGen's settings (``sample_rate`` 32 kHz,
-``n_chroma=12``, ``radix2_exp=14``, ``argmax=True``), computed here with numpy and librosa's chroma filterbank:
+``n_chroma=12``, ``radix2_exp=14``, ``argmax=True``), computed here with ``torch.stft`` and librosa's chroma filterbank:
 
 1. resample to 32 kHz, mono;
-2. power spectrogram: Hann window of ``2**14`` samples, hop ``2**12`` (128 ms), centred (reflect padding),
-   window-normalised (``|STFT|^2 / sum(w^2)``, as torchaudio's ``normalized=True``);
+2. power spectrogram (``torch.stft``): periodic Hann window of ``2**14`` samples, hop ``2**12`` (128 ms),
+   centred (reflect padding), window-normalised (``|STFT|^2 / sum(w^2)``, as torchaudio's ``normalized=True``);
 3. chroma = ``librosa.filters.chroma(sr, n_fft, tuning=0, n_chroma=12) @ power``; each frame divided by its
    max (inf-norm, eps 1e-6), then replaced by the one-hot vector of its argmax (silent frames fall on bin 0,
    as in audiocraft);
@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from arfm.evaluate.audio import as_mono, resample
+from arfm.evaluate.estimators import reference_kind
 from arfm.evaluate.results import MetricResult
 
 CHROMA_SR = 32000
@@ -49,15 +50,16 @@ def chromagram(audio: Any, sample_rate: int, argmax: bool = True, radix2_exp: in
     """``[frames, 12]`` chromagram (one-hot per frame when ``argmax``) at hop ``2**radix2_exp // 4``."""
     n_fft = 2 ** radix2_exp
     hop = n_fft // 4
+    import torch
+
     x = resample(as_mono(audio), sample_rate, chroma_sr).astype(np.float64)
     if len(x) < n_fft:
         pad = n_fft - len(x)
         x = np.pad(x, (pad // 2, pad - pad // 2))
-    window = np.hanning(n_fft + 1)[:-1]  # periodic Hann, as torch.hann_window
-    xp = np.pad(x, (n_fft // 2, n_fft // 2), mode="reflect")
-    n_frames = 1 + (len(xp) - n_fft) // hop
-    idx = np.arange(n_fft)[None] + hop * np.arange(n_frames)[:, None]
-    spec = np.abs(np.fft.rfft(xp[idx] * window[None], axis=1)) ** 2 / np.sum(window ** 2)
+    window = torch.hann_window(n_fft, dtype=torch.float64)  # periodic, as audiocraft's torchaudio Spectrogram
+    stft = torch.stft(torch.from_numpy(x), n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)
+    spec = (stft.abs() ** 2 / window.pow(2).sum()).T.numpy()  # [frames, bins], torchaudio's normalized=True
     raw = spec @ _filterbank(chroma_sr, n_fft).T  # [frames, 12]
     norm = raw / np.maximum(np.abs(raw).max(axis=1, keepdims=True), 1e-6)
     if argmax:
@@ -68,9 +70,10 @@ def chromagram(audio: Any, sample_rate: int, argmax: bool = True, radix2_exp: in
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    num = np.sum(a * b, axis=1)
-    den = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), eps)
-    return num / den
+    """Per-row cosine similarity (``torch.nn.functional.cosine_similarity``, as audiocraft's metric)."""
+    import torch
+
+    return torch.nn.functional.cosine_similarity(torch.from_numpy(a), torch.from_numpy(b), dim=1, eps=eps).numpy()
 
 
 def melody_similarity(generated: Any, reference: Any, sample_rate: int) -> float:
@@ -122,5 +125,6 @@ def melody_similarity_metric(generated: Sequence[Any], references: Sequence[Any]
         else:
             kinds.add("audio")
             values.append(melody_similarity(gen, ref, sample_rate))
-    method = METHOD if kinds != {"labels"} else METHOD + " vs note labels"
-    return MetricResult.from_samples("melody_sim", values, method)
+    reference = reference_kind(kinds)
+    return MetricResult.from_samples("melody_sim", values, f"{METHOD} vs {reference}", estimator=METHOD,
+                                     reference=reference)

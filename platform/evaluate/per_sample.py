@@ -13,13 +13,18 @@ Format (schema_version 1)::
         "euler10/clap": [...],                   #   "<name>" or "<variant>/<name>"
       },
       "set": {                                   # set-level metrics (FAD): value, 95% CI, n, embedding model
-        "fad": {"value": 1.23, "ci": [1.01, 1.52], "n": 64, "model": "mel-offline"},
+        "fad": {"value": 1.23, "ci": [0.81, 1.40], "n": 64, "model": "mel-offline",
+                "ci_method": "95% basic bootstrap over clips, both sets resampled (...)"},
         "euler10/fad": {...}
       },
-      "methods": {"fad": "mel-offline", "chord_iou": "chordino", ...},   # estimator/embedding per key
+      "methods": {"fad": "mel-offline", "chord_iou": "chordino vs labels, tetrads", ...},  # estimator, reference
+      "intervals": {"chord_iou": "95% t interval of the mean (scipy ttest_1samp)", ...},  # how each CI was made
+      "fallbacks": {"chord_iou": "chroma-template used because Chordino ... unavailable: ..."},  # when one was
       "skipped": {"clap": "no CLAP checkpoint given ...", ...},          # key -> why it was not computed
-      "entropy": {"": [[H_0, H_1, ...], ...], "single_chords": [...]}    # variant -> per-prompt per-step
-    }                                                                     #   first-codebook entropies (nats)
+      "entropy": {"": [[H_0, H_1, ...], ...], "single_chords": [...]},   # variant -> per-prompt per-step
+                                                                          #   first-codebook entropies (nats)
+      "notes": ["8 samples asked, but ... holds 5 clips: evaluated n = 5 ..."]  # what the reader must know
+    }
 
 Variants: ``euler<N>`` (FM, fixed-step Euler), ``single_chords|single_melody|single_drums`` (one control
 given, the others null), ``inpaint_zs`` (zero-shot FM inpainting); no variant = the run's default sampling.
@@ -38,6 +43,7 @@ from arfm.evaluate.results import MetricResult
 
 SCHEMA_VERSION = 1
 ARTIFACT_PATH = "eval/per_sample.json"
+MAX_TAG_VALUE = 5000  # MLflow's limit on a tag value is 8000 characters
 
 
 def _key(name: str, variant: str | None) -> str:
@@ -62,21 +68,29 @@ class PerSample:
         self.set: dict[str, dict[str, Any]] = {}
         self.methods: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
+        self.intervals: dict[str, str] = {}
+        self.fallbacks: dict[str, str] = {}
         self.entropy: dict[str, list[list[float]]] = {}
+        self.notes: list[str] = []  # e.g. "8 samples asked, but the valid split holds 5 clips: n = 5"
 
     def add(self, result: MetricResult, variant: str | None = None) -> None:
         key = _key(result.name, variant)
         if result.method:
             self.methods[key] = result.method
+        if result.extra.get("fallback"):
+            self.fallbacks[key] = str(result.extra["fallback"])
         if result.skipped:
             self.skipped[key] = result.skipped
             return
+        if result.extra.get("ci_method"):
+            self.intervals[key] = str(result.extra["ci_method"])
         if result.per_sample is not None:
             self.per_sample[key] = [_num(v) for v in result.per_sample]
         else:
             entry = {"value": _num(result.value), "ci": list(result.ci) if result.ci else None, "n": result.n}
-            if "model" in result.extra:
-                entry["model"] = result.extra["model"]
+            for k in ("model", "ci_method"):
+                if k in result.extra:
+                    entry[k] = result.extra[k]
             self.set[key] = entry
 
     def add_all(self, results: dict[str, MetricResult] | Sequence[MetricResult], variant: str | None = None) -> None:
@@ -98,10 +112,26 @@ class PerSample:
                 out[f"eval/{key}"] = float(entry["value"])
         return out
 
+    def tags(self) -> dict[str, str]:
+        """One MLflow tag per metric saying how it was computed: ``{"eval/<key>.method": "chordino vs labels,
+        tetrads; 95% t interval of the mean (scipy ttest_1samp)"}`` (and the fallback or skip reason)."""
+        out: dict[str, str] = {}
+        for key in sorted(set(self.methods) | set(self.skipped)):
+            parts = [self.methods.get(key) or "method not recorded"]
+            if key in self.skipped:
+                parts.append(f"skipped: {self.skipped[key]}")
+            elif key in self.intervals:
+                parts.append(self.intervals[key])
+            if key in self.fallbacks:
+                parts.append(self.fallbacks[key])
+            out[f"eval/{key}.method"] = "; ".join(parts)[:MAX_TAG_VALUE]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "n": self.n, "ids": self.ids, "captions": self.captions,
-                "per_sample": self.per_sample, "set": self.set, "methods": self.methods, "skipped": self.skipped,
-                "entropy": self.entropy}
+                "per_sample": self.per_sample, "set": self.set, "methods": self.methods,
+                "intervals": self.intervals, "fallbacks": self.fallbacks, "skipped": self.skipped,
+                "entropy": self.entropy, "notes": self.notes}
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
@@ -132,8 +162,9 @@ def read_per_sample(path: str | Path) -> dict[str, Any]:
         doc = from_variant_rows(doc)
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: not a per_sample.json of schema_version {SCHEMA_VERSION}")
-    for k in ("per_sample", "set", "methods", "skipped", "entropy"):
+    for k in ("per_sample", "set", "methods", "intervals", "fallbacks", "skipped", "entropy"):
         doc.setdefault(k, {})
     doc.setdefault("ids", [])
+    doc.setdefault("notes", [])
     doc.setdefault("captions", [])
     return doc

@@ -1,4 +1,4 @@
-"""PNG figures of the report (matplotlib, Agg backend): means with 95% interval error bars."""
+"""PNG figures of the report (matplotlib, Agg backend): values with their 95% intervals drawn from lo to hi."""
 
 from __future__ import annotations
 
@@ -24,8 +24,20 @@ def _errbar(ax, xs, stats, label, line: bool = True):
         return
     x = [p[0] for p in pts]
     y = np.array([p[1].mean for p in pts])
-    err = np.array([p[1].half_width or 0.0 for p in pts])
-    ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label, linestyle="-" if line else "none")
+    # the interval as computed, drawn from lo to hi: a bootstrap interval need not be symmetric about the value,
+    # nor contain it (FAD's basic interval corrects an upward bias), so it is not drawn as value ± error
+    line_art = ax.plot(x, y, marker="o", label=label, linestyle="-" if line else "none")[0]
+    with_ci = [(xi, p[1].lo, p[1].hi) for xi, p in zip(x, pts) if p[1].lo is not None and p[1].hi is not None]
+    if with_ci:
+        xs, lo, hi = (list(v) for v in zip(*with_ci))
+        ax.vlines(xs, lo, hi, color=line_art.get_color())
+        ax.plot(xs + xs, lo + hi, linestyle="none", marker="_", markersize=8, color=line_art.get_color())
+
+
+def _legend(ax) -> None:
+    """A legend when the axis has labelled series (a metric skipped everywhere leaves an empty axis)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _save(fig, path: Path) -> Path:
@@ -54,7 +66,7 @@ def plot_table2(picked, out: Path) -> Path | None:
         ax.set_xlim(-0.5, len(frs) - 0.5)
         ax.set_title(METRICS[metric][0])
         ax.set_xlabel("frame rate (Hz)")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     return _save(fig, out / "table2_paradigm_framerate.png")
 
 
@@ -70,7 +82,7 @@ def plot_steps(data, out: Path) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("Euler steps")
         ax.set_title(METRICS[metric][0])
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "fig3_euler_steps.png")
 
 
@@ -84,7 +96,7 @@ def plot_t7(data, out: Path) -> Path | None:
         _errbar(ax, ds, [data[(fr, d)] for d in ds], f"{fr} Hz")
     ax.set_xlabel("duration (s)")
     ax.set_title("FAD↓ (figure 4 / table 7)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "fig4_framerate_duration.png")
 
 
@@ -101,7 +113,7 @@ def plot_f8(data, out: Path) -> Path | None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_title(METRICS[metric][0])
-    axes[0].legend(fontsize=7)
+    _legend(axes[0])
     return _save(fig, out / "fig8_batch_duration.png")
 
 
@@ -115,5 +127,5 @@ def plot_entropy(curves, out: Path) -> Path | None:
         ax.fill_between(c.steps, c.lo, c.hi, alpha=0.25)
     ax.set_xlabel("sampling step")
     ax.set_ylabel("entropy (nats)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "fig9_entropy.png")

@@ -1,6 +1,7 @@
 """Codec reconstruction metrics of appendix B: SI-SNR and log-MSD (ViSQOL when ``visqol-python`` is added).
 
-SI-SNR (Le Roux et al., 2019), in dB, of a reconstruction ``ŝ`` of ``s`` (both made zero-mean)::
+SI-SNR (Le Roux et al., 2019), in dB, of a reconstruction ``ŝ`` of ``s`` (both made zero-mean; computed by
+auraloss's ``SISDRLoss``, the same quantity)::
 
     s_t = (<ŝ, s> / ||s||^2) s ,  e = ŝ - s_t ,  SI-SNR = 10 log10(||s_t||^2 / ||e||^2)
 
@@ -9,7 +10,8 @@ difference of log10 mel power spectrograms::
 
     log-MSD = mean_{t,f} | log10(M_s[t, f] + 1e-5) - log10(M_ŝ[t, f] + 1e-5) |
 
-with ``M`` a 64-band mel power spectrogram (the clip's own rate, Hann window 2048, hop 512, Slaney mel).
+with ``M`` a 64-band mel power spectrogram (the clip's own rate, ``torch.stft`` with a Hann window of 2048,
+hop 512, centred; librosa's Slaney mel filters).
 Lower is better; 0 for a perfect reconstruction. Values are per clip; the dataset value is the mean.
 
 :func:`evaluate_codec` runs both on a dataset split through a :class:`arfm.latents.Codec` (used by the codec
@@ -27,23 +29,25 @@ from arfm.evaluate.results import MetricResult
 
 
 def si_snr(estimate: Any, reference: Any, eps: float = 1e-8) -> float:
-    """Scale-invariant SNR in dB (both clips cut to the shorter length)."""
+    """Scale-invariant SNR in dB (both clips cut to the shorter length): ``-auraloss.time.SISDRLoss`` with
+    zero-mean inputs, in float64."""
+    import torch
+    from auraloss.time import SISDRLoss
+
     s, e = as_mono(reference).astype(np.float64), as_mono(estimate).astype(np.float64)
     n = min(len(s), len(e))
-    s, e = s[:n] - s[:n].mean(), e[:n] - e[:n].mean()
-    target = (np.dot(e, s) / (np.dot(s, s) + eps)) * s
-    noise = e - target
-    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+    loss = SISDRLoss(zero_mean=True, eps=eps, reduction="none")
+    return float(-loss(torch.from_numpy(e[:n])[None], torch.from_numpy(s[:n])[None])[0])
 
 
 def _log_mel(x: np.ndarray, sr: int, n_fft: int = 2048, hop: int = 512, n_mels: int = 64) -> np.ndarray:
+    import torch
     from librosa import filters
 
-    x = np.pad(x.astype(np.float64), (n_fft // 2, n_fft // 2), mode="reflect")
-    n = 1 + (len(x) - n_fft) // hop
-    idx = np.arange(n_fft)[None] + hop * np.arange(n)[:, None]
-    window = np.hanning(n_fft + 1)[:-1]
-    power = np.abs(np.fft.rfft(x[idx] * window[None], axis=1)) ** 2
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    stft = torch.stft(torch.from_numpy(x.astype(np.float64)), n_fft, hop_length=hop, window=window, center=True,
+                      pad_mode="reflect", return_complex=True)
+    power = (stft.abs() ** 2).T.numpy()  # [frames, bins]
     mel = power @ filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).T
     return np.log10(mel + 1e-5)
 

@@ -12,11 +12,14 @@
 - figure 9: AR first-codebook entropy per sampling step;
 - appendix B: codec reconstruction (SI-SNR, ViSQOL, log-MSD).
 
-Each row gives n (evaluated samples) and each value its 95% interval (t interval of the per-sample values;
-bootstrap over clips for FAD) when the run logged ``eval/per_sample.json``. Grid cells of the paper's design
-(and any other cell seen) without a run say "not run"; a run without evaluation says "not evaluated"; a
-metric the evaluation could not compute says "skipped [k]" with the reason below the tables. FAD is labelled
-with its embedding model everywhere (``mel-offline`` is not the paper's VGGish).
+Each row gives n (evaluated samples) and each value its 95% interval when the run logged
+``eval/per_sample.json``: ``± h`` for the symmetric t interval of a per-sample mean, ``[lo, hi]`` for an
+interval that is not symmetric (FAD: the basic bootstrap over the clips of both sets, named in the cell).
+Every value cell names what produced it: the estimator and its reference for the adherence metrics
+(``chordino vs labels, tetrads``), the embedding for FAD, the model for CLAP and aesthetics; a fallback
+estimator gets a numbered note saying why. Grid cells of the paper's design (and any other cell seen) without
+a run say "not run"; a run without evaluation says "not evaluated"; a metric the evaluation could not compute
+says "skipped [k]" with the reason below the tables (``mel-offline`` is not the paper's VGGish).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Callable, Iterable
 from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot_table2
 from arfm.evaluate.results import METRICS
 from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
+from arfm.evaluate.stats import SET_BOOTSTRAP, T_INTERVAL, describe
 
 PAPER_FRAME_RATES = (25, 50, 100)
 MODELS = ("AR", "FM (EnC)", "FM (VAE)")
@@ -66,15 +70,25 @@ class _Ctx:
     def __init__(self, notes: _Notes):
         self.notes = notes
 
-    def cell(self, stat: Stat, metric: str, with_model: bool = False) -> str:
+    def cell(self, stat: Stat, metric: str) -> str:
+        """``value interval (method)``: the interval as its method computed it (``± h`` only when symmetric,
+        else ``[lo, hi]``), the estimator / embedding / reference that produced the value, the interval's method
+        when it is not the t interval, and a numbered note when a fallback estimator was used."""
         digits = METRICS.get(metric, ("", True, 3))[2]
-        if stat.summary is not None and stat.summary.mean is not None:
-            s = stat.summary
+        s = stat.summary
+        if s is not None and s.mean is not None:
             text = f"{s.mean:.{digits}f}"
-            if s.half_width is not None:
-                text += f" ± {s.half_width:.{digits}f}"
-            if with_model and stat.method:
-                text += f" [{stat.method}]"
+            ci = s.interval_text(digits)
+            label = stat.method or "method not recorded"
+            if ci:
+                text += f" {ci}"
+                if s.method != T_INTERVAL:
+                    label += f"; {s.method}"
+            else:
+                label += "; no interval"
+            text += f" ({label})"
+            if stat.fallback:
+                text += f" [{self.notes.ref(stat.fallback)}]"
             return text
         if stat.skipped:
             return f"skipped [{self.notes.ref(stat.skipped)}]"
@@ -82,9 +96,11 @@ class _Ctx:
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
+    """A markdown table (pandas ``to_markdown``, through tabulate); cells are shown as written."""
+    import pandas as pd
+
+    return pd.DataFrame([[str(c) for c in r] for r in rows], columns=headers).to_markdown(index=False,
+                                                                                      disable_numparse=True)
 
 
 def _n(stats: Iterable[Stat]) -> str:
@@ -92,32 +108,29 @@ def _n(stats: Iterable[Stat]) -> str:
     return str(max(ns)) if ns else "—"
 
 
-def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",)) -> tuple[str, bool]:
-    """FAD column header naming its embedding, and whether cells must name it (mixed models)."""
+def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",)) -> str:
+    """FAD column header, naming the embedding when every run used the same one (each cell names it too)."""
     models = set()
     for r in runs:
         for k in keys:
             st = r.stat(k)
             if st.summary is not None and st.method:
                 models.add(st.method)
-    if len(models) == 1:
-        return f"FAD↓ [{models.pop()}]", False
-    return "FAD↓", len(models) > 1
+    return f"FAD↓ [{models.pop()}]" if len(models) == 1 else "FAD↓"
 
 
 def _run_ref(r: RunView) -> str:
     return f"`{r.run_id[:8]}` {r.study_cell or r.name}"
 
 
-def _metric_row(ctx: _Ctx, r: RunView | None, metrics: list[str], prefix: str = "",
-                mixed_fad: bool = False) -> list[str]:
+def _metric_row(ctx: _Ctx, r: RunView | None, metrics: list[str], prefix: str = "") -> list[str]:
     """``[n, values..., run]`` for one run (``not run`` / ``not evaluated`` rows keep the width)."""
     if r is None:
         return [NOT_RUN] + [""] * len(metrics) + [""]
     if not r.evaluated:
         return ["not evaluated"] + [""] * len(metrics) + [_run_ref(r)]
     stats = [r.stat(prefix + m) for m in metrics]
-    cells = [ctx.cell(s, m, with_model=(m == "fad" and mixed_fad)) for s, m in zip(stats, metrics)]
+    cells = [ctx.cell(s, m) for s, m in zip(stats, metrics)]
     return [_n(stats)] + cells + [_run_ref(r)]
 
 
@@ -155,13 +168,13 @@ def _is_main(r: RunView, main: tuple[float | None, int | None]) -> bool:
 def table2(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, list[tuple]]:
     metrics = ["fad", "clap", "pq", "pc", "ce", "chord_iou", "beat_f1", "melody_sim"]
     runs = [r for r in gen if r.conditioning == "text" and _is_main(r, main)]
-    fad_h, mixed = _fad_label(runs)
+    fad_h = _fad_label(runs)
     frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
     rows, picked = [], []
     for fr in frs:
         for model in _models(runs):
             r = _pick(runs, frame_rate=fr, model_label=model)
-            rows.append([str(fr), model] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+            rows.append([str(fr), model] + _metric_row(ctx, r, metrics))
             picked.append((fr, model, r))
     d, b = main
     setting = f"duration {d:g} s, batch {b}" if d is not None and b is not None else "all text-conditioned runs"
@@ -172,7 +185,7 @@ def table2(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, list[tuple]]:
 
 def table3(ctx: _Ctx, gen: list[RunView]) -> str:
     runs = [r for r in gen if r.conditioning == "controls"]
-    fad_h, _ = _fad_label(runs, ["fad"] + [f"{v}/fad" for _, v in SINGLE])
+    fad_h = _fad_label(runs, ["fad"] + [f"{v}/fad" for _, v in SINGLE])
     heads = ["Model", "Conditioning", "n", fad_h, METRICS["clap"][0], METRICS["chord_iou"][0], METRICS["beat_f1"][0],
              METRICS["melody_sim"][0], "run"]
     rows = []
@@ -203,11 +216,11 @@ def table4(ctx: _Ctx, gen: list[RunView]) -> str:
     metrics = ["fad", "clap", "pq", "pc", "ce"]
     inp = [r for r in gen if r.conditioning == "inpainting"]
     zs = [r for r in gen if r.paradigm == "fm" and r.variants("inpaint_zs")]
-    fad_h, mixed = _fad_label(inp + zs, ["fad", "inpaint/fad", "inpaint_zs/fad"])
+    fad_h = _fad_label(inp + zs, ["fad", "inpaint/fad", "inpaint_zs/fad"])
     ar, fm = _pick(inp, paradigm="ar"), _pick(inp, paradigm="fm")
-    rows = [["AR (fill-in-the-middle)"] + _metric_row(ctx, ar, metrics, _inpaint_prefix(ar), mixed_fad=mixed),
-            ["FM (supervised)"] + _metric_row(ctx, fm, metrics, _inpaint_prefix(fm), mixed_fad=mixed),
-            ["FM (zero-shot)"] + _metric_row(ctx, latest(zs), metrics, "inpaint_zs/", mixed_fad=mixed)]
+    rows = [["AR (fill-in-the-middle)"] + _metric_row(ctx, ar, metrics, _inpaint_prefix(ar)),
+            ["FM (supervised)"] + _metric_row(ctx, fm, metrics, _inpaint_prefix(fm)),
+            ["FM (zero-shot)"] + _metric_row(ctx, latest(zs), metrics, "inpaint_zs/")]
     return ("## Table 4 — inpainting (5 s masked span)\n\n"
             + _md_table(["Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
 
@@ -222,12 +235,12 @@ def table7(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
     b = main[1]
     runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)"
             and (b is None or r.batch_size in (None, b))]
-    fad_h, mixed = _fad_label(runs)
+    fad_h = _fad_label(runs)
     keys = sorted(set(PAPER_T7) | {(r.frame_rate, r.duration) for r in runs if r.frame_rate and r.duration})
     rows, data = [], {}
     for fr, d in keys:
         r = _pick(runs, frame_rate=fr, duration=d)
-        rows.append([str(fr), f"{d:g}"] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+        rows.append([str(fr), f"{d:g}"] + _metric_row(ctx, r, metrics))
         if r is not None and r.evaluated:
             data[(fr, d)] = r.stat("fad")
     return ("## Table 7 — FM (EnCodec) frame rate × duration\n\n"
@@ -237,7 +250,7 @@ def table7(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
 def table8(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
     metrics = ["fad", "clap", "pq", "pc", "ce"]
     runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)" and _is_main(r, main)]
-    fad_h, mixed = _fad_label(runs, ["fad"] + [f"{v}/fad" for r in runs for v in r.variants("euler")])
+    fad_h = _fad_label(runs, ["fad"] + [f"{v}/fad" for r in runs for v in r.variants("euler")])
     frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
     rows, data = [], {}
     for fr in frs:
@@ -246,14 +259,14 @@ def table8(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
         wanted = _configured_steps(r) or list(PAPER_EULER)
         for steps in sorted(set(wanted) | set(seen)):
             has = r is not None and steps in seen
-            row = _metric_row(ctx, r if has else None, metrics, f"euler{steps}/", mixed_fad=mixed)
+            row = _metric_row(ctx, r if has else None, metrics, f"euler{steps}/")
             rows.append([str(fr), str(steps)] + row)
             if has:
                 data.setdefault(fr, {})[steps] = {m: r.stat(f"euler{steps}/{m}") for m in metrics}
         if r is not None:
             solver = r.params.get("sample.solver")
             label = f"{solver} (run default)" if solver else "run default"
-            rows.append([str(fr), label] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+            rows.append([str(fr), label] + _metric_row(ctx, r, metrics))
     return ("## Table 8 / figure 3 — FM (EnCodec) with a fixed number of Euler steps\n\n"
             + _md_table(["Hz", "Steps", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
 
@@ -276,7 +289,7 @@ def figure8_table(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
     frs = {r.frame_rate for r in text}
     fr = 50 if 50 in frs else (min(frs, key=lambda f: abs((f or 0) - 50)) if frs else 50)
     runs = [r for r in text if r.frame_rate == fr]
-    fad_h, mixed = _fad_label(runs)
+    fad_h = _fad_label(runs)
     models = sorted({r.model_label for r in runs} | {"AR", "FM (EnC)"})
     durs = sorted(set(PAPER_F8_DURATIONS) | {r.duration for r in runs if r.duration})
     batches = sorted(set(PAPER_BATCHES) | {r.batch_size for r in runs if r.batch_size})
@@ -285,7 +298,7 @@ def figure8_table(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
         for d in durs:
             for b in batches:
                 r = _pick(runs, model_label=model, duration=d, batch_size=b)
-                rows.append([model, f"{d:g}", str(b)] + _metric_row(ctx, r, metrics, mixed_fad=mixed))
+                rows.append([model, f"{d:g}", str(b)] + _metric_row(ctx, r, metrics))
                 if r is not None and r.evaluated:
                     data.setdefault((model, d), {})[b] = {m: r.stat(m) for m in metrics}
     return (f"## Figure 8 — batch size × duration ({fr} Hz, text conditioning)\n\n"
@@ -312,6 +325,9 @@ def appendix_b(ctx: _Ctx, runs: list[RunView]) -> str:
                          "run"], rows))
 
 
+_RECON_METHODS = {"si_snr": "si-snr", "log_msd": "log-mel L1"}
+
+
 def _recon(r: RunView, name: str, path: str) -> Stat:
     from arfm.evaluate.stats import Summary
 
@@ -320,7 +336,7 @@ def _recon(r: RunView, name: str, path: str) -> Stat:
         return st
     for k, v in r.metrics.items():  # the codec task logs recon_<name>_<path>
         if k.endswith(f"{name}_{path}"):
-            return Stat(Summary(v, None, None, r.n or 0, method="single"))
+            return Stat(Summary(v, None, None, r.n or 0, method="none"), method=_RECON_METHODS[name])
     return Stat()
 
 
@@ -371,8 +387,11 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     head = [f"# arfm study report — experiment `{experiment}`", "",
             f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(runs)} runs"
             + (f" at `{uri}`" if uri else "") + ".", "",
-            "Values are means over evaluated samples ± the half-width of a 95% interval (t interval of per-sample "
-            "values; bootstrap over clips for FAD); n is the number of samples. "
+            "n is the number of evaluated samples. Values are means over them with a 95% interval: `± h` is the "
+            f"{describe(T_INTERVAL)}; `[lo, hi]` is an interval that is not symmetric, named in its cell — for FAD "
+            f"the {describe(SET_BOOTSTRAP)}, cut at 0. The plug-in FAD is biased upward at small n and that "
+            "interval corrects for the bias, so it can lie below the value. Each cell names its estimator, "
+            "embedding or model and, for the adherence metrics, the reference (exact labels or reference audio). "
             + ("FAD embedding(s): " + ", ".join(f"`{m}`" for m in fad_models) + ". " if fad_models else "")
             + ("`mel-offline` is a fixed log-mel statistics embedding, not the paper's VGGish: its FAD values are "
                "not comparable with the paper's." if "mel-offline" in fad_models else "")]
@@ -381,7 +400,13 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     if figs:
         tail += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
     if notes.items:
-        tail += ["", "## Skipped metrics", ""] + [f"[{i}] {t}" for i, t in enumerate(notes.items, 1)]
+        tail += ["", "## Notes: skipped metrics and fallback estimators", ""]
+        tail += [f"[{i}] {t}" for i, t in enumerate(notes.items, 1)]
+    run_notes = [f"- {_run_ref(r)}: {t}" for r in runs for t in ((r.per_sample or {}).get("notes") or [])]
+    run_notes += [f"- {_run_ref(r)}: {r.extra['per_sample_error']}; its values are shown without intervals"
+                  for r in runs if r.extra.get("per_sample_error")]
+    if run_notes:
+        tail += ["", "## Evaluation notes", ""] + run_notes
     tail += ["", "## Runs", "", _md_table(
         ["run", "name", "study cell", "paradigm", "Hz", "conditioning", "latent", "dur (s)", "batch", "evaluated",
          "status"],

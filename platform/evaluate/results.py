@@ -88,13 +88,14 @@ class MetricResult:
 
     @classmethod
     def from_samples(cls, name: str, values: Sequence[float | None], method: str, **extra: Any) -> "MetricResult":
-        """Mean of the per-sample values (``None`` ignored) with a 95% t interval."""
-        from arfm.evaluate.stats import mean_ci
+        """Mean of the per-sample values (``None`` ignored) with a 95% t interval (``extra["ci_method"]``)."""
+        from arfm.evaluate.stats import T_INTERVAL, describe, mean_ci
 
         vals = [_finite(v) for v in values]
         s = mean_ci(vals)
         ci = (s.lo, s.hi) if s.lo is not None else None
-        return cls(name=name, value=s.mean, method=method, per_sample=vals, ci=ci, extra=dict(extra))
+        return cls(name=name, value=s.mean, method=method, per_sample=vals, ci=ci,
+                   extra={"ci_method": describe(T_INTERVAL), **extra})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "method": self.method, "n": self.n,

@@ -4,8 +4,9 @@ A run's axes come from the contract's tags (``paradigm``, ``job``, ``frame_rate`
 ``conditioning``, ``latent``); duration and batch size from the study-cell name written by
 :mod:`arfm.study` (``fm-50hz-10s-b256-text``) or else the params ``data.segment_seconds`` and
 ``train.batch_size``. A value (:meth:`RunView.stat`) comes from ``eval/per_sample.json`` when the run has one
-(mean with a 95% t interval and its n; FAD with its bootstrap interval), else from the ``eval/<key>`` metric
-(no interval), else it is "skipped" (with the reason the evaluation recorded) or missing.
+(mean with a 95% t interval and its n; FAD with its two-set basic bootstrap interval), else from the
+``eval/<key>`` metric (no interval), else it is "skipped" (with the reason the evaluation recorded) or missing.
+The method (estimator, embedding, reference) comes from the file or from the run's ``eval/<key>.method`` tag.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from arfm.evaluate.per_sample import ARTIFACT_PATH, read_per_sample
-from arfm.evaluate.stats import Summary, mean_ci
+from arfm.evaluate.stats import SET_BOOTSTRAP, Summary, mean_ci
 
 
 class ReportError(RuntimeError):
@@ -27,9 +28,13 @@ class ReportError(RuntimeError):
 
 @dataclass
 class Stat:
+    """A value as the report shows it: the summary (value, interval and how it was computed), the estimator /
+    embedding / reference that produced it (``method``), and why it is missing or why a fallback was used."""
+
     summary: Summary | None = None
     skipped: str | None = None
     method: str | None = None
+    fallback: str | None = None
 
 
 @dataclass
@@ -113,18 +118,22 @@ class RunView:
     def stat(self, key: str) -> Stat:
         """The value of ``key`` (``"clap"``, ``"euler10/fad"``) with n and 95% CI, or why it is absent."""
         ps = self.per_sample
-        method = (ps or {}).get("methods", {}).get(key)
+        tag = self.tags.get(f"eval/{key}.method", "")
+        method = (ps or {}).get("methods", {}).get(key) or (tag.split("; ")[0] if tag else None)
+        fallback = (ps or {}).get("fallbacks", {}).get(key)
         if ps is not None:
             if key in ps["per_sample"]:
-                return Stat(mean_ci(ps["per_sample"][key]), method=method)
+                return Stat(mean_ci(ps["per_sample"][key]), method=method, fallback=fallback)
             if key in ps["set"]:
                 e = ps["set"][key]
                 ci = e.get("ci") or (None, None)
-                return Stat(Summary(e.get("value"), ci[0], ci[1], int(e.get("n") or 0), method="bootstrap"),
-                            method=e.get("model") or method)
+                how = SET_BOOTSTRAP if ci[0] is not None else "none"
+                return Stat(Summary(e.get("value"), ci[0], ci[1], int(e.get("n") or 0), method=how),
+                            method=e.get("model") or method, fallback=fallback)
         mk = f"eval/{key}"
         if mk in self.metrics:
-            return Stat(Summary(self.metrics[mk], None, None, self.n or 0, method="single"), method=method)
+            return Stat(Summary(self.metrics[mk], None, None, self.n or 0, method="none"), method=method,
+                        fallback=fallback)
         if ps is not None and key in ps["skipped"]:
             return Stat(skipped=ps["skipped"][key], method=method)
         return Stat()
@@ -172,7 +181,9 @@ def collect_runs(experiment: str, uri: str) -> list[RunView]:
             view = RunView(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id[:8], tags=dict(r.data.tags),
                            params=dict(r.data.params), metrics=dict(r.data.metrics),
                            start_time=int(r.info.start_time or 0), status=r.info.status)
-            view.per_sample = _download_per_sample(client, r.info.run_id)
+            view.per_sample, error = _download_per_sample(client, r.info.run_id)
+            if error:
+                view.extra["per_sample_error"] = error
             runs.append(view)
         token = page.token
         if not token:
@@ -183,27 +194,31 @@ def collect_runs(experiment: str, uri: str) -> list[RunView]:
 ENTROPY_PATH = "eval/entropy.json"  # {"per_prompt": [[H_0, H_1, ...], ...]}, when not inside per_sample.json
 
 
-def _download_per_sample(client: Any, run_id: str) -> dict[str, Any] | None:
+def _download_per_sample(client: Any, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's ``eval/per_sample.json`` (or None when it logged none) and, when it exists but cannot be read,
+    why: the report then shows the run's metrics without intervals and says so."""
     folder = ARTIFACT_PATH.rsplit("/", 1)[0]
     try:
         listed = [a.path for a in client.list_artifacts(run_id, folder)]
-    except Exception:  # noqa: BLE001 - no artifact store, or nothing logged
-        return None
+    except Exception:  # noqa: BLE001 - no artifact store, or nothing logged: no file to read
+        return None, None
     if ARTIFACT_PATH not in listed:
-        return None
+        return None, None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             doc = read_per_sample(client.download_artifacts(run_id, ARTIFACT_PATH, tmp))
-        except Exception:  # noqa: BLE001 - a broken file must not stop the report
-            return None
+        except Exception as exc:  # noqa: BLE001 - a broken file must not stop the report, but is reported
+            return None, f"{ARTIFACT_PATH} could not be read ({type(exc).__name__}: {exc})"
         if not doc.get("entropy") and ENTROPY_PATH in listed:
             try:
                 ent = json.loads(Path(client.download_artifacts(run_id, ENTROPY_PATH, tmp)).read_text())
+            except Exception as exc:  # noqa: BLE001
+                doc["notes"] = list(doc.get("notes") or []) + [
+                    f"{ENTROPY_PATH} could not be read ({type(exc).__name__}: {exc})"]
+            else:
                 if ent.get("per_prompt"):
                     doc["entropy"] = {"": ent["per_prompt"]}
-            except Exception:  # noqa: BLE001
-                pass
-        return doc
+        return doc, None
 
 
 def latest(runs: list[RunView]) -> RunView | None:

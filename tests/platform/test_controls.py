@@ -94,8 +94,8 @@ def test_chroma_template_fallback_finds_a_progression():
         assert np.all(mid == chord_index(name)), (name, res["segments"])
 
 
-@pytest.mark.skipif(not C.chordino_available(), reason="chord-extractor (Chordino) not installed")
-def test_chordino_finds_a_progression():
+def test_chordino_finds_a_progression(require_estimator):
+    require_estimator(C.chordino_available())
     prog = [(60, 64, 67), (55, 59, 62), (57, 60, 64), (53, 57, 60)]
     x = np.concatenate([sum(_tone(m, 2.0) for m in ch) / 6 for ch in prog]).astype(np.float32)
     res = C.chords_from_audio(x, SR)
@@ -123,3 +123,15 @@ def test_controls_from_audio_names_its_methods():
     assert out["chords"].shape == (10,) and out["chords"][5] == chord_index("C")
     with pytest.raises(ValueError, match="chord method"):
         C.chords_from_audio(x, SR, method="nope")
+
+
+def test_a_missing_chordino_is_reported_not_hidden(monkeypatch):
+    from arfm.evaluate.estimators import Availability
+
+    gone = Availability("Chordino (chord-extractor)", False, "import vamp failed: ImportError: x")
+    monkeypatch.setattr(C, "chordino_available", lambda: gone)
+    x = np.zeros(SR, dtype=np.float32)
+    res = C.chords_from_audio(x, SR)
+    assert res["method"] == "chroma-template" and "ImportError: x" in res["fallback"]
+    with pytest.raises(RuntimeError, match="import vamp failed: ImportError: x"):
+        C.chords_from_audio(x, SR, method="chordino")

@@ -2,6 +2,8 @@
 silently drop a missing one), and `platform/` stays a namespace folder so the stdlib `platform` wins."""
 
 import platform as stdlib_platform
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -23,4 +25,14 @@ def test_every_package_folder_is_declared():
 
 
 def test_stdlib_platform_is_not_shadowed():
-    assert stdlib_platform.system() in ("Linux", "Darwin", "Windows")
+    """A fresh interpreter with the repository root first on sys.path (what a Ray worker started from the
+    working directory has) still imports Python's own ``platform``. Checked in a subprocess: in this process
+    pytest imported ``platform`` long before the test ran."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import platform; "
+            "print(platform.__file__); print(platform.system())")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    where, system = out.stdout.split()
+    assert Path(where).resolve() == Path(stdlib_platform.__file__).resolve()
+    assert not Path(where).resolve().is_relative_to(ROOT) and system in ("Linux", "Darwin", "Windows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -58,6 +59,9 @@ def test_run_lifecycle_and_finished_lookup(home, tmp_path):
     log.log({"loss": 1.5, "lr": 1e-3, "bad": float("nan"), "text": "x"}, step=3)
     assert [(m.step, m.value) for m in c.get_metric_history(run_id, "loss")] == [(3, 1.5)]
     assert "text" not in c.get_run(run_id).data.metrics and log.failures == 0
+    # a NaN (a diverged loss) is recorded as NaN at its step: neither dropped nor turned into a number
+    bad = c.get_metric_history(run_id, "bad")
+    assert len(bad) == 1 and bad[0].step == 3 and math.isnan(bad[0].value)
 
     assert tracking.find_finished_run(cfg.tracking.experiment, "ar-50hz") is None  # still running
     tracking.finish_run(uri, run_id)
