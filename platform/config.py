@@ -177,9 +177,18 @@ class EvalConfig(_Section):
     batch_size: int = Field(16, ge=1)
     prompts: str = Field("valid", description="'valid' (held-out captions of the dataset) or a .txt/.jsonl file")
     fad_model: str = Field("mel-offline", description="fadtk model name; 'mel-offline' needs no download")
+    fad_second: str | None = Field(None, description="a second FAD embedding reported beside the first (fad2), "
+                                   "e.g. 'crepe-tiny' (pretrained, offline), to check a trend under another measure")
+    fad_reference: Literal["train", "prompts"] = Field(
+        "train", description="FAD's real set: 'train' clips of the dataset, disjoint from the prompts (so the "
+        "reference clips' own FAD is the real-vs-real value), or the prompts' own reference clips")
+    fad_reference_clips: int = Field(64, ge=2, description="size of the 'train' FAD reference set")
     clap_checkpoint: str | None = None
     aesthetics_checkpoint: str | None = None
     euler_steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 200])
+    extra_solvers: list[Literal["midpoint", "heun", "dopri5"]] = Field(
+        default_factory=list, description="FM: solvers also evaluated as variants (table 8), each with "
+        "sample.steps when fixed-step; the run's own solver is the default variant")
     audio_samples_logged: int = Field(4, ge=0)
 
 

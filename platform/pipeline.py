@@ -32,11 +32,37 @@ def _train_cell(cfg_json: dict[str, Any], task: str, run_name: str) -> dict[str,
     return out
 
 
+def _one_thread() -> None:
+    """Evaluation jobs generate in one thread: their metric tasks take the other CPUs."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _evaluate_cell(cfg_json: dict[str, Any], run_id: str) -> dict[str, Any]:
+    _one_thread()
     from arfm.config import JobConfig
     from arfm.evaluate.job import evaluate_run
 
-    return evaluate_run(JobConfig.model_validate(cfg_json), run_id=run_id)
+    out = evaluate_run(JobConfig.model_validate(cfg_json), run_id=run_id)
+    return {k: out[k] for k in ("run_id", "n", "notes")}
+
+
+def _baseline_audio(cfg_json: dict[str, Any], kinds: tuple[str, ...]) -> dict[str, Any]:
+    _one_thread()
+    from arfm.config import JobConfig
+    from arfm.evaluate.baselines import evaluate_audio_baselines
+
+    runs = evaluate_audio_baselines(JobConfig.model_validate(cfg_json), kinds)
+    return {"run_id": ", ".join(runs.values())}
+
+
+def _baseline_untrained(cfg_json: dict[str, Any]) -> dict[str, Any]:
+    _one_thread()
+    from arfm.config import JobConfig
+    from arfm.evaluate.baselines import evaluate_untrained
+
+    return {"run_id": evaluate_untrained(JobConfig.model_validate(cfg_json))}
 
 
 class StudyRunner:
@@ -129,12 +155,16 @@ class StudyRunner:
             return
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.data.synth_clips, desc="synth", unit="clip")
-        synthesize_dataset(cfg.data.dataset, n=cfg.data.synth_clips, seconds=cfg.data.synth_seconds,
-                           seed=cfg.data.seed, workers=2, sample_rate=cfg.data.sample_rate,
-                           valid_fraction=cfg.data.valid_fraction,
-                           progress=lambda done, total: bar.update(done - bar.n))
+        bar = tqdm(total=cfg.data.synth_clips, desc="synth", unit="clip", disable=None)  # no bar in a log file
+        t0 = time.time()
+        rows = synthesize_dataset(cfg.data.dataset, n=cfg.data.synth_clips, seconds=cfg.data.synth_seconds,
+                                  seed=cfg.data.seed, workers=2, sample_rate=cfg.data.sample_rate,
+                                  valid_fraction=cfg.data.valid_fraction,
+                                  progress=lambda done, total: bar.update(done - bar.n))
         bar.close()
+        splits = {s: sum(1 for r in rows if r.get("split") == s) for s in ("train", "valid")}
+        self.log(f"dataset {cfg.data.dataset}: {len(rows)} clips of {cfg.data.synth_seconds:g} s "
+                 f"({splits['train']} train, {splits['valid']} valid) in {time.time() - t0:.0f} s")
 
     def stage_codec(self) -> None:
         from arfm.train.trainer import run_training
@@ -214,54 +244,74 @@ class StudyRunner:
         for c, cfg in todo:
             name = self._run_name(c.name)
             run_dirs[c.name] = storage / name
-            items.append((c, (cfg.model_dump(mode="json"), cfg.model.paradigm, name)))
+            items.append((c.name, remote, (cfg.model_dump(mode="json"), cfg.model.paradigm, name)))
         results: list[dict[str, Any]] = []
         width = max(len(c.name) for c, _ in todo)
         with Watcher(lambda line: self.log(line), interval=15.0, width=width) as watcher:
-            ok = self._run_limited(items, remote, limit, "trained", results,
-                                   started=lambda cell: watcher.add(cell.name, run_dirs[cell.name]),
-                                   finished=lambda cell: watcher.remove(cell.name))
+            ok = self._run_limited(items, limit, "trained", results,
+                                   started=lambda name: watcher.add(name, run_dirs[name]),
+                                   finished=lambda name: watcher.remove(name))
         self._summary("training", results, ["cell", "final_step", "loss", "valid_loss", "kept_step", "steps_per_s",
                                             "data_wait_frac_median", "stopped", "wall_s"])
         return ok
 
-    def _run_limited(self, items: list[tuple[Cell, tuple]], remote: Any, limit: int, verb: str,
+    def _run_limited(self, items: list[tuple[str, Any, tuple]], limit: int, verb: str,
                      results: list[dict[str, Any]] | None = None, started=None, finished=None) -> bool:
-        pending: dict[Any, Cell] = {}
+        """Run ``(name, remote function, args)`` items as Ray tasks, ``limit`` at a time."""
+        pending: dict[Any, str] = {}
         ok = True
+        items = list(items)
         while items or pending:
             while items and len(pending) < limit:
-                cell, args = items.pop(0)
-                pending[remote.remote(*args)] = cell
-                self.log(f"{cell.name}: started")
+                name, remote, args = items.pop(0)
+                pending[remote.remote(*args)] = name
+                self.log(f"{name}: started")
                 if started:
-                    started(cell)
+                    started(name)
             ok = self._wait(pending, verb, results, finished) and ok
         return ok
 
     def stage_evaluate(self) -> bool:
+        """Every trained cell, and the ceiling and floor rows beside them (:mod:`arfm.evaluate.baselines`):
+        the reference clips and the codec's reconstructions once per frame rate and duration, an untrained
+        twin of every cell. What finished before is skipped."""
         import ray
 
         from arfm import tracking
+        from arfm.evaluate import baselines
 
-        todo = []
+        todo: list[tuple[str, Any, tuple]] = []
+        evaluate = ray.remote(num_cpus=0, max_retries=0)(_evaluate_cell)
+        audio = ray.remote(num_cpus=0, max_retries=0)(_baseline_audio)
+        untrained = ray.remote(num_cpus=0, max_retries=0)(_baseline_untrained)
+        seen_keys = set()
         for cell in self.study.cells:
             cfg = self.cell_cfg(cell)
+            key = (cell.frame_rate, cell.duration)
+            if key not in seen_keys:
+                seen_keys.add(key)
+                missing = [k for k in baselines.AUDIO_KINDS
+                           if not self._finished(cfg.model_copy(update={"study_cell": baselines.audio_cell(cfg, k)}),
+                                                 "baseline")]
+                if missing:
+                    todo.append((f"reference+codec {cell.frame_rate}hz-{cell.duration:g}s", audio,
+                                 (cfg.model_dump(mode="json"), tuple(missing))))
             run_id = self._finished(cfg, "train")
             if not run_id:
                 self.log(f"[yellow]{cell.name}: no finished training run, not evaluated[/yellow]")
-                continue
-            if tracking.client(tracking.tracking_uri(cfg)).get_run(run_id).data.tags.get("evaluated") == "true":
+            elif tracking.client(tracking.tracking_uri(cfg)).get_run(run_id).data.tags.get("evaluated") == "true":
                 self.log(f"{cell.name}: already evaluated")
-                continue
-            todo.append((cell, (cfg.model_dump(mode="json"), run_id)))
+            else:
+                todo.append((cell.name, evaluate, (cfg.model_dump(mode="json"), run_id)))
+            floor = cfg.model_copy(update={"study_cell": baselines.untrained_cell(cfg)})
+            if not self._finished(floor, "baseline"):
+                todo.append((baselines.untrained_cell(cfg), untrained, (cfg.model_dump(mode="json"),)))
         if not todo:
             return True
-        # The job generates, then waits on its metric tasks (one CPU each): it holds no CPU itself, and at most
-        # CPUs - 1 jobs run at once so their metric tasks always find a CPU.
-        limit = max(1, int(ray.cluster_resources().get("CPU", 1) - 1))
-        remote = ray.remote(num_cpus=0, max_retries=0)(_evaluate_cell)
-        return self._run_limited(todo, remote, limit, "evaluated")
+        # A job generates (one thread), then waits on its metric tasks (one CPU each): it holds no CPU itself,
+        # so as many jobs as CPUs keep the machine busy while one generates and another's metrics run.
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return self._run_limited(todo, limit, "evaluated")
 
     def stage_report(self) -> None:
         from arfm import tracking
@@ -277,19 +327,19 @@ class StudyRunner:
         import ray
 
         ready, _ = ray.wait(list(pending), num_returns=1)
-        cell = pending.pop(ready[0])
+        name = pending.pop(ready[0])
         if finished:
-            finished(cell)
+            finished(name)
         try:
             result = ray.get(ready[0])
         except Exception as exc:  # a failed cell keeps its checkpoints; the others go on
-            self.log(f"[red]{cell.name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
+            self.log(f"[red]{name}: failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
             if results is not None:
-                results.append({"cell": cell.name, "stopped": "FAILED"})
+                results.append({"cell": name, "stopped": "FAILED"})
             return False
-        self.log(f"[green]{cell.name}: {verb}[/green] (run {result.get('run_id', '?')})")
+        self.log(f"[green]{name}: {verb}[/green] (run {result.get('run_id', '?')})")
         if results is not None:
-            results.append({"cell": cell.name, **result})
+            results.append({"cell": name, **result})
         return True
 
 

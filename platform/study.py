@@ -49,6 +49,7 @@ class Study:
     cells: list[Cell]
     data: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    paradigm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"fm": {"train.lr": 1e-2}}
     codec_budget_s: float | None = None
     train_budget_s: float | None = None
 
@@ -88,8 +89,13 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
         cells = [c for c in cells if any(o == c.group or o in c.name for o in only)]
         if not cells:
             raise ConfigError(f"--only {' '.join(only)}: no cell of study {name!r} matches")
+    per_paradigm = spec.get("paradigm_set") or {}
+    unknown = sorted(set(per_paradigm) - {"ar", "fm"})
+    if unknown:
+        raise ConfigError(f"studies.{name}.paradigm_set: {unknown} are not paradigms (ar, fm)")
     return Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
                  cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
+                 paradigm_overrides=per_paradigm,
                  codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"))
 
 
@@ -139,5 +145,7 @@ def cell_config(study: Study, cell: Cell, root: Path, extra: list[str] | None = 
         sets.append(f"model.inpainting={'fim' if cell.paradigm == 'ar' else 'supervised'}")
     if study.train_budget_s:
         sets.append(f"train.time_budget_s={study.train_budget_s}")
+    sets += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+             for k, v in study.paradigm_overrides.get(cell.paradigm, {}).items()]
     # User overrides come last so `--set` on the grid wins over the matrix.
     return resolve(preset=study.preset, overrides=sets + list(extra or []))

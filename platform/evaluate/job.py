@@ -24,7 +24,6 @@ clips with their captions to ``eval/audio``; the run is then tagged ``evaluated=
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -33,79 +32,23 @@ from typing import Any
 import numpy as np
 
 from arfm.config import JobConfig, dump_yaml
+from arfm.evaluate.prompts import crop_labels, load_background, load_prompts  # noqa: F401 (the job's API)
 
 INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, >= 1 s of context each side
-
-
-# ------------------------------------------------------------------------------------------------ prompts
-def load_prompts(cfg: JobConfig, n: int, seconds: float, sample_rate: int,
-                 notes: list[str] | None = None) -> list[dict[str, Any]]:
-    """Up to ``n`` distinct prompts: ``{"caption", "reference" (audio or None), "labels" (or None), "id"}``.
-
-    ``cfg.eval.prompts`` is ``valid`` (the dataset's held-out split), a ``.txt`` file (one caption per line, no
-    references) or a dataset ``manifest.jsonl``. Every prompt is a different clip (or caption): evaluated
-    samples must be independent for their intervals to hold, and FAD's reference set must not repeat clips.
-    When the pool holds fewer than ``n`` the pool's size is used, and a sentence saying so is appended to
-    ``notes`` (and logged).
-    """
-    from arfm.data.manifest import load_audio, read_manifest
-
-    src = cfg.eval.prompts
-    if src.endswith(".txt"):
-        lines = [c.strip() for c in Path(src).read_text().splitlines() if c.strip()]
-        captions = list(dict.fromkeys(lines))  # distinct, in file order
-        if not captions:
-            raise ValueError(f"eval.prompts: {src} holds no captions")
-        _note_pool(notes, n, len(captions), f"{src} holds {len(captions)} distinct captions")
-        return [{"id": f"prompt{i}", "caption": c, "reference": None, "labels": None}
-                for i, c in enumerate(captions[:n])]
-    root = Path(src).parent if src.endswith(".jsonl") else Path(cfg.data.dataset)
-    rows = read_manifest(root)
-    valid = [r for r in rows if r.get("split") == "valid"]
-    pool = list({r["id"]: r for r in (valid or rows)}.values())  # one prompt per clip
-    if not pool:
-        raise ValueError(f"eval.prompts: no rows in {root}/manifest.jsonl")
-    where = f"the {'valid split' if valid else 'manifest (it has no valid split)'} of {root}"
-    _note_pool(notes, n, len(pool), f"{where} holds {len(pool)} clips")
-    n_samples = int(round(seconds * sample_rate))
-    prompts = []
-    for row in pool[:n]:
-        audio = load_audio(root, row)[:n_samples]
-        if len(audio) < n_samples:
-            audio = np.pad(audio, (0, n_samples - len(audio)))
-        prompts.append({"id": row["id"], "caption": row["caption"], "reference": audio.astype(np.float32),
-                        "labels": crop_labels(row.get("labels"), seconds)})
-    return prompts
-
-
-def _note_pool(notes: list[str] | None, n: int, size: int, where: str) -> None:
-    if size >= n:
-        return
-    text = f"{n} samples asked, but {where}: evaluated n = {size} (prompts are not repeated)"
-    logging.getLogger(__name__).warning(text)
-    if notes is not None:
-        notes.append(text)
-
-
-def crop_labels(labels: dict[str, Any] | None, seconds: float) -> dict[str, Any] | None:
-    if not labels:
-        return None
-    out = dict(labels)
-    out["chords"] = [[lab, s, min(e, seconds)] for lab, s, e in labels.get("chords", []) if s < seconds]
-    out["melody"] = [[m, s, min(e, seconds)] for m, s, e in labels.get("melody", []) if s < seconds]
-    out["downbeats"] = [t for t in labels.get("downbeats", []) if t < seconds]
-    out["beats"] = [t for t in labels.get("beats", []) if t < seconds]
-    return out
 
 
 # ------------------------------------------------------------------------------------------- metrics (Ray)
 def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions: list[str], sample_rate: int,
                  cfg_eval: dict[str, Any]) -> list[dict[str, Any]]:
     """One metric over one variant's clips; returns ``MetricResult.to_dict()`` rows (aesthetics gives four)."""
-    if kind == "fad":
+    if kind in ("fad", "fad2"):
         from arfm.evaluate.fad import fad_score
 
-        res = [fad_score(audios, refs, sample_rate, model=cfg_eval["fad_model"])]
+        r = fad_score(audios, refs, sample_rate, model=cfg_eval["fad_model" if kind == "fad" else "fad_second"])
+        r.name = kind
+        if r.value is not None and cfg_eval.get("fad_reference_desc"):
+            r.method = f"{r.method} vs {cfg_eval['fad_reference_desc']}"  # what the real set was
+        res = [r]
     elif kind == "chord_iou":
         from arfm.evaluate.chords import chord_iou_metric
 
@@ -131,31 +74,42 @@ def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions:
     return [r.to_dict() for r in res]
 
 
-def metric_references(prompts: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def metric_references(prompts: list[dict[str, Any]], background: list[np.ndarray] | None = None,
+                      second_fad: bool = False) -> dict[str, list[Any]]:
     """Metric -> what each sample is compared against: the exact labels when the corpus has them, else the
-    reference audio; CLAP and aesthetics take none. Without reference audio only those two run."""
+    reference audio; FAD (and ``fad2``) the ``background`` set of real clips when given, else the prompts'
+    reference clips; CLAP and aesthetics take none. Without reference audio only those two run."""
     refs_audio = [p["reference"] for p in prompts]
     labels = [p["labels"] for p in prompts]
     refs: dict[str, list[Any]] = {"clap": [None] * len(prompts), "aesthetics": [None] * len(prompts)}
+    if background:
+        refs["fad"] = background
     if all(r is not None for r in refs_audio):
-        refs["fad"] = refs_audio
+        refs.setdefault("fad", refs_audio)
         refs["chord_iou"] = [lab["chords"] if lab else ref for lab, ref in zip(labels, refs_audio)]
         refs["beat_f1"] = [lab["downbeats"] if lab else ref for lab, ref in zip(labels, refs_audio)]
         # the paper compares chromagrams of generated and reference audio (MusicGen's metric)
         refs["melody_sim"] = refs_audio
+    if second_fad and "fad" in refs:
+        refs["fad2"] = refs["fad"]
     return refs
 
 
+def fad_reference_desc(background: list[np.ndarray] | None) -> str:
+    return f"{len(background)} train clips" if background else "the prompts' reference clips"
+
+
 def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, Any]], sample_rate: int,
-                   cfg: JobConfig) -> dict[str, dict[str, dict[str, Any]]]:
+                   cfg: JobConfig, background: list[np.ndarray] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """Every (variant, metric) pair as one Ray task; ``{variant: {metric: result dict}}``."""
     import ray
 
     task = ray.remote(num_cpus=1, max_retries=1)(_metric_task)
-    cfg_eval = cfg.eval.model_dump()
+    cfg_eval = {**cfg.eval.model_dump(), "fad_reference_desc": fad_reference_desc(background)}
     captions = [p["caption"] for p in prompts]
     # the references are the same for every variant: into the object store once
-    shared = {kind: ray.put(ref_list) for kind, ref_list in metric_references(prompts).items()}
+    refs_by_metric = metric_references(prompts, background, second_fad=bool(cfg.eval.fad_second))
+    shared = {kind: ray.put(ref_list) for kind, ref_list in refs_by_metric.items()}
     refs: dict[Any, tuple[str, str]] = {}
     for variant, out in variants.items():
         audios = ray.put(out["audio"])
@@ -176,8 +130,9 @@ def _span(n_seconds: float, rng: np.random.Generator) -> tuple[float, float]:
     return start, start + length
 
 
-def build_variants(gen: Any, cfg: JobConfig) -> dict[str, dict[str, Any]]:
-    """Variant name ("" for the default) -> ``{"sample": overrides, "controls": names|None, "inpaint": mode}``."""
+def build_variants(gen: Any, cfg: JobConfig, single_controls: bool = True) -> dict[str, dict[str, Any]]:
+    """Variant name ("" for the default) -> ``{"sample": overrides, "controls": names|None, "inpaint": mode}``.
+    ``single_controls=False`` leaves out the one-control-at-a-time variants (the untrained floor models)."""
     variants: dict[str, dict[str, Any]] = {}
     model_cfg = gen.cfg.model
     if model_cfg.inpainting != "none":
@@ -190,9 +145,12 @@ def build_variants(gen: Any, cfg: JobConfig) -> dict[str, dict[str, Any]]:
                 variants[f"euler{steps}"] = {"sample": {"solver": "euler", "steps": steps}}
             else:
                 variants[f"euler{steps}"] = {"alias": ""}
+        if single_controls and not model_cfg.controls:  # table 8's rows: text models; floors: fixed steps only
+            for solver in cfg.eval.extra_solvers:
+                variants[solver] = {"alias": ""} if cfg.sample.solver == solver else {"sample": {"solver": solver}}
         if not model_cfg.controls:
             variants["inpaint_zs"] = {"sample": {}, "inpaint": "zero_shot"}
-    if len(model_cfg.controls) > 1:
+    if len(model_cfg.controls) > 1 and single_controls:
         for name in model_cfg.controls:
             variants[f"single_{name}"] = {"sample": {}, "controls": [name]}
     return variants
@@ -306,7 +264,8 @@ def evaluation_config(run_cfg: JobConfig, layer: dict[str, Any]) -> JobConfig:
 
 
 def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model: str | None = None,
-                 n: int | None = None, log: bool = True, *, layer: dict[str, Any] | None = None) -> dict[str, Any]:
+                 n: int | None = None, log: bool = True, *, layer: dict[str, Any] | None = None,
+                 single_controls: bool = True) -> dict[str, Any]:
     """Evaluate a trained model (an MLflow run id or a registered ``models:/NAME/VERSION``).
 
     The settings are the run's own config, then ``layer`` (:func:`user_layer`: the user's preset, config file
@@ -317,7 +276,6 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
     import ray
 
     from arfm import tracking
-    from arfm.evaluate.results import metric_key
     from arfm.generate import Generator
 
     if not run_id and not model:
@@ -339,22 +297,32 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
     seconds = float(eval_cfg.sample.seconds or gen.cfg.data.segment_seconds)
     notes: list[str] = []
     prompts = load_prompts(eval_cfg, n or eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
+    background = load_background(eval_cfg, seconds, gen.sample_rate, {p["id"] for p in prompts}, notes)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
 
-    variants = build_variants(gen, eval_cfg)
+    variants = build_variants(gen, eval_cfg, single_controls)
     outputs: dict[str, dict[str, Any]] = {}
     for name, spec in variants.items():
         if "alias" in spec:
             continue
         outputs[name] = generate_variant(gen, prompts, spec, eval_cfg, seconds)
-    scores = score_variants(outputs, prompts, gen.sample_rate, eval_cfg)
+    scores = score_variants(outputs, prompts, gen.sample_rate, eval_cfg, background)
     for name, spec in variants.items():
         if "alias" in spec:
             scores[name], outputs[name] = scores[spec["alias"]], outputs[spec["alias"]]
+    metrics, table = summarize(scores, outputs, variants, prompts, notes)
+    if log and run_id:
+        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, eval_cfg)
+    return {"run_id": run_id, "metrics": metrics, "variants": list(scores), "n": len(prompts), "notes": notes,
+            "config": eval_cfg}
 
+
+def summarize(scores: dict[str, dict[str, dict[str, Any]]], outputs: dict[str, dict[str, Any]],
+              variants: dict[str, dict[str, Any]], prompts: list[dict[str, Any]], notes: list[str]):
+    """The metrics to log (``eval/...``) and the :class:`PerSample` table of one evaluation."""
     from arfm.evaluate.per_sample import PerSample
-    from arfm.evaluate.results import MetricResult
+    from arfm.evaluate.results import MetricResult, metric_key
 
     table = PerSample(ids=[p["id"] for p in prompts], captions=[p["caption"] for p in prompts])
     table.notes = list(notes)
@@ -373,11 +341,7 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
         entropy = [i["entropy"] for i in out["info"] if "entropy" in i]
         if entropy and "alias" not in variants[variant]:
             table.add_entropy(entropy, variant or None)
-    metrics = {**table.metrics(), **extra_metrics}
-    if log and run_id:
-        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, eval_cfg)
-    return {"run_id": run_id, "metrics": metrics, "variants": list(scores), "n": len(prompts), "notes": notes,
-            "config": eval_cfg}
+    return {**table.metrics(), **extra_metrics}, table
 
 
 def config_tags(cfg: JobConfig) -> dict[str, str]:

@@ -129,3 +129,40 @@ def plot_entropy(curves, out: Path) -> Path | None:
     ax.set_ylabel("entropy (nats)")
     _legend(ax)
     return _save(fig, out / "fig9_entropy.png")
+
+
+def plot_spectrograms(columns: dict[str, list], captions: list[str], sample_rate: int, out: Path) -> Path | None:
+    """One PNG: a row per prompt, a column per source (``{label: [audio per prompt]}``), each a log-mel
+    spectrogram (64 bands, 0-8 kHz, dB) on one shared colour scale."""
+    import numpy as np
+    import torch
+    import torchaudio
+
+    labels = [k for k, v in columns.items() if v]
+    if not labels:
+        return None
+    rows = min(len(v) for k, v in columns.items() if v)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=2048, hop_length=512, n_mels=64,
+                                               f_max=8000.0)
+    specs = {k: [10 * np.log10(mel(torch.as_tensor(np.asarray(a, np.float32))).numpy() + 1e-8)
+                 for a in columns[k][:rows]] for k in labels}
+    top = max(float(s.max()) for v in specs.values() for s in v)
+    plt = _plt()
+    fig, axes = plt.subplots(rows, len(labels), figsize=(3.2 * len(labels), 2.4 * rows), squeeze=False)
+    for i in range(rows):
+        for j, k in enumerate(labels):
+            ax = axes[i][j]
+            s = specs[k][i]
+            seconds = len(columns[k][i]) / sample_rate
+            im = ax.imshow(s, origin="lower", aspect="auto", vmin=top - 80, vmax=top, cmap="magma",
+                           extent=(0, seconds, 0, 64))
+            ax.set_title(k if i == 0 else "", fontsize=9)
+            ax.set_xlabel("s", fontsize=7)
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"prompt {i + 1}\n(mel bands)", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="dB")
+    fig.suptitle("; ".join(f"{i + 1}: {c[:70]}" for i, c in enumerate(captions[:rows])), fontsize=7)
+    fig.savefig(out / "spectrograms.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out / "spectrograms.png"

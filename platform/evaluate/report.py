@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from arfm.evaluate import report_baselines
 from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot_table2
 from arfm.evaluate.results import METRICS
 from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
+from arfm.evaluate.sound import sound_section
 from arfm.evaluate.stats import SET_BOOTSTRAP, T_INTERVAL, describe
 
 PAPER_FRAME_RATES = (25, 50, 100)
@@ -108,7 +110,7 @@ def _n(stats: Iterable[Stat]) -> str:
     return str(max(ns)) if ns else "—"
 
 
-def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",)) -> str:
+def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",), title: str = "FAD↓") -> str:
     """FAD column header, naming the embedding when every run used the same one (each cell names it too)."""
     models = set()
     for r in runs:
@@ -116,7 +118,22 @@ def _fad_label(runs: Iterable[RunView], keys: Iterable[str] = ("fad",)) -> str:
             st = r.stat(k)
             if st.summary is not None and st.method:
                 models.add(st.method)
-    return f"FAD↓ [{models.pop()}]" if len(models) == 1 else "FAD↓"
+    return f"{title} [{models.pop()}]" if len(models) == 1 else title
+
+
+def _with_fad2(metrics: list[str], runs: Iterable[RunView], prefixes: Iterable[str] = ("",)) -> list[str]:
+    """``metrics`` with the second FAD embedding's column after FAD when any run has it."""
+    runs, prefixes = list(runs), list(prefixes)
+    if any(r.stat(p + "fad2").summary is not None for r in runs for p in prefixes):
+        i = metrics.index("fad") + 1
+        return metrics[:i] + ["fad2"] + metrics[i:]
+    return metrics
+
+
+def _base_rows(ctx: "_Ctx", base: list[RunView], table: str, metrics: list[str], lead, frame_rate=None):
+    """The table's ceiling and floor rows; ``lead(label)`` gives the leading cells of a row."""
+    return [lead(label) + _metric_row(ctx, r, metrics, prefix)
+            for label, r, prefix in report_baselines.rows(base, table, frame_rate)]
 
 
 def _run_ref(r: RunView) -> str:
@@ -134,8 +151,8 @@ def _metric_row(ctx: _Ctx, r: RunView | None, metrics: list[str], prefix: str = 
     return [_n(stats)] + cells + [_run_ref(r)]
 
 
-def _headers(metrics: list[str], fad_header: str) -> list[str]:
-    return [fad_header if m == "fad" else METRICS[m][0] for m in metrics]
+def _headers(metrics: list[str], fad_header: str, fad2_header: str = "FAD₂↓") -> list[str]:
+    return [fad_header if m == "fad" else fad2_header if m == "fad2" else METRICS[m][0] for m in metrics]
 
 
 def _models(runs: list[RunView]) -> list[str]:
@@ -165,10 +182,10 @@ def _is_main(r: RunView, main: tuple[float | None, int | None]) -> bool:
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def table2(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, list[tuple]]:
-    metrics = ["fad", "clap", "pq", "pc", "ce", "chord_iou", "beat_f1", "melody_sim"]
+def table2(ctx: _Ctx, gen: list[RunView], main, base: list[RunView] = ()) -> tuple[str, list[tuple]]:
     runs = [r for r in gen if r.conditioning == "text" and _is_main(r, main)]
-    fad_h = _fad_label(runs)
+    metrics = _with_fad2(["fad", "clap", "pq", "pc", "ce", "chord_iou", "beat_f1", "melody_sim"], [*runs, *base])
+    fad_h, fad2_h = _fad_label([*runs, *base]), _fad_label([*runs, *base], ["fad2"], "FAD₂↓")
     frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
     rows, picked = [], []
     for fr in frs:
@@ -176,14 +193,15 @@ def table2(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, list[tuple]]:
             r = _pick(runs, frame_rate=fr, model_label=model)
             rows.append([str(fr), model] + _metric_row(ctx, r, metrics))
             picked.append((fr, model, r))
+        rows += _base_rows(ctx, list(base), "2", metrics, lambda label, fr=fr: [str(fr), label], fr)
     d, b = main
     setting = f"duration {d:g} s, batch {b}" if d is not None and b is not None else "all text-conditioned runs"
     text = (f"## Table 2 — paradigm × frame rate (text conditioning; {setting})\n\n"
-            + _md_table(["Hz", "Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
+            + _md_table(["Hz", "Model", "n"] + _headers(metrics, fad_h, fad2_h) + ["run"], rows))
     return text, picked
 
 
-def table3(ctx: _Ctx, gen: list[RunView]) -> str:
+def table3(ctx: _Ctx, gen: list[RunView], baselines: list[RunView] = ()) -> str:
     runs = [r for r in gen if r.conditioning == "controls"]
     fad_h = _fad_label(runs, ["fad"] + [f"{v}/fad" for _, v in SINGLE])
     heads = ["Model", "Conditioning", "n", fad_h, METRICS["clap"][0], METRICS["chord_iou"][0], METRICS["beat_f1"][0],
@@ -207,12 +225,16 @@ def table3(ctx: _Ctx, gen: list[RunView]) -> str:
                      " / ".join(ctx.cell(s, "fad") for s in fad), " / ".join(ctx.cell(s, "clap") for s in clap),
                      ctx.cell(own[0], "chord_iou"), ctx.cell(own[1], "beat_f1"), ctx.cell(own[2], "melody_sim"),
                      _run_ref(r)])
+    frs = {r.frame_rate for r in runs if r.frame_rate}
+    rows += _base_rows(ctx, list(baselines), "3", ["fad", "clap", "chord_iou", "beat_f1", "melody_sim"],
+                       lambda label: [label, "All" if "untrained" in label else "—"],
+                       next(iter(frs)) if len(frs) == 1 else None)
     return ("## Table 3 — temporally aligned controls\n\n'Single' rows: one control given, the others null; FAD "
             "and CLAP for chords / drums / melody, each adherence metric from its own control.\n\n"
             + _md_table(heads, rows))
 
 
-def table4(ctx: _Ctx, gen: list[RunView]) -> str:
+def table4(ctx: _Ctx, gen: list[RunView], base: list[RunView] = ()) -> str:
     metrics = ["fad", "clap", "pq", "pc", "ce"]
     inp = [r for r in gen if r.conditioning == "inpainting"]
     zs = [r for r in gen if r.paradigm == "fm" and r.variants("inpaint_zs")]
@@ -221,6 +243,8 @@ def table4(ctx: _Ctx, gen: list[RunView]) -> str:
     rows = [["AR (fill-in-the-middle)"] + _metric_row(ctx, ar, metrics, _inpaint_prefix(ar)),
             ["FM (supervised)"] + _metric_row(ctx, fm, metrics, _inpaint_prefix(fm)),
             ["FM (zero-shot)"] + _metric_row(ctx, latest(zs), metrics, "inpaint_zs/")]
+    frs = {r.frame_rate for r in inp + zs if r.frame_rate}
+    rows += _base_rows(ctx, list(base), "4", metrics, lambda label: [label], next(iter(frs)) if len(frs) == 1 else None)
     return ("## Table 4 — inpainting (5 s masked span)\n\n"
             + _md_table(["Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
 
@@ -247,10 +271,12 @@ def table7(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
             + _md_table(["Hz", "Dur (s)", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
 
 
-def table8(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
-    metrics = ["fad", "clap", "pq", "pc", "ce"]
+def table8(ctx: _Ctx, gen: list[RunView], main, base: list[RunView] = ()) -> tuple[str, dict]:
     runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)" and _is_main(r, main)]
-    fad_h = _fad_label(runs, ["fad"] + [f"{v}/fad" for r in runs for v in r.variants("euler")])
+    prefixes = [""] + [f"{v}/" for r in runs for p in ("euler", "midpoint", "heun", "dopri5") for v in r.variants(p)]
+    metrics = _with_fad2(["fad", "clap", "pq", "pc", "ce"], runs, prefixes)
+    fad_h = _fad_label(runs, [f"{p}fad" for p in prefixes])
+    fad2_h = _fad_label(runs, [f"{p}fad2" for p in prefixes], "FAD₂↓")
     frs = sorted(set(PAPER_FRAME_RATES) | {r.frame_rate for r in runs if r.frame_rate})
     rows, data = [], {}
     for fr in frs:
@@ -264,11 +290,21 @@ def table8(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
             if has:
                 data.setdefault(fr, {})[steps] = {m: r.stat(f"euler{steps}/{m}") for m in metrics}
         if r is not None:
-            solver = r.params.get("sample.solver")
-            label = f"{solver} (run default)" if solver else "run default"
+            for extra in ("midpoint", "heun", "dopri5"):
+                if r.variants(extra):
+                    rows.append([str(fr), extra] + _metric_row(ctx, r, metrics, f"{extra}/"))
+            solver = _eval_setting(r, "sample.solver")
+            steps = _eval_setting(r, "sample.steps") if solver in ("euler", "midpoint", "heun") else None
+            label = f"{solver}{' ' + steps if steps else ''} (run default)" if solver else "run default"
             rows.append([str(fr), label] + _metric_row(ctx, r, metrics))
+            rows += _base_rows(ctx, list(base), "8", metrics, lambda label, fr=fr: [str(fr), label], fr)
     return ("## Table 8 / figure 3 — FM (EnCodec) with a fixed number of Euler steps\n\n"
-            + _md_table(["Hz", "Steps", "n"] + _headers(metrics, fad_h) + ["run"], rows)), data
+            + _md_table(["Hz", "Steps", "n"] + _headers(metrics, fad_h, fad2_h) + ["run"], rows)), data
+
+
+def _eval_setting(r: RunView, key: str) -> str | None:
+    """A setting the evaluation sampled with (its ``eval/<key>`` tag), else the run's training param."""
+    return r.tags.get(f"eval/{key}") or r.params.get(key)
 
 
 def _configured_steps(r: RunView | None) -> list[int]:
@@ -373,16 +409,18 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     out.mkdir(parents=True, exist_ok=True)
     notes = _Notes()
     ctx = _Ctx(notes)
-    gen = [r for r in runs if r.paradigm in ("ar", "fm")]
+    gen = [r for r in runs if r.paradigm in ("ar", "fm") and r.job != "baseline"]
+    base = [r for r in runs if r.job == "baseline" and r.evaluated]
     main = _main_setting([r for r in gen if r.conditioning == "text"])
-    t2, picked = table2(ctx, gen, main)
+    t2, picked = table2(ctx, gen, main, base)
     t7, d7 = table7(ctx, gen, main)
-    t8, d8 = table8(ctx, gen, main)
+    t8, d8 = table8(ctx, gen, main, base)
     f8, d_f8 = figure8_table(ctx, gen, main)
     f9, curves = figure9(gen)
-    sections = [t2, table3(ctx, gen), table4(ctx, gen), t7, t8, f8, f9, appendix_b(ctx, runs)]
+    sound, spec_fig = sound_section(picked, base, out, uri)
+    sections = [t2, table3(ctx, gen, base), table4(ctx, gen, base), t7, t8, f8, f9, appendix_b(ctx, runs), sound]
     figs = [p for p in (plot_table2(picked, out), plot_t7(d7, out), plot_steps(d8, out), plot_f8(d_f8, out),
-                        plot_entropy(curves, out)) if p is not None]
+                        plot_entropy(curves, out), spec_fig) if p is not None]
     fad_models = sorted({r.stat("fad").method for r in gen if r.stat("fad").method})
     head = [f"# arfm study report — experiment `{experiment}`", "",
             f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(runs)} runs"
@@ -398,7 +436,7 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     body = "\n\n".join(sections)
     tail = []
     if figs:
-        tail += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs]
+        tail += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs if p.name != "spectrograms.png"]
     if notes.items:
         tail += ["", "## Notes: skipped metrics and fallback estimators", ""]
         tail += [f"[{i}] {t}" for i, t in enumerate(notes.items, 1)]

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 # name -> (table label, higher is better, digits shown)
 METRICS: dict[str, tuple[str, bool, int]] = {
     "fad": ("FAD↓", False, 3),
+    "fad2": ("FAD₂↓", False, 3),
     "clap": ("CLAP↑", True, 3),
     "pq": ("PQ↑", True, 2),
     "pc": ("PC↑", True, 2),
@@ -33,7 +34,7 @@ METRICS: dict[str, tuple[str, bool, int]] = {
     "entropy": ("Entropy", False, 3),
 }
 
-VARIANT_PREFIXES = ("euler", "single_", "inpaint_")
+VARIANT_PREFIXES = ("euler", "single_", "inpaint_", "dopri5", "midpoint", "heun")
 
 
 def metric_key(name: str, variant: str | None = None) -> str:

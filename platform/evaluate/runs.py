@@ -59,6 +59,11 @@ class RunView:
         return self.tags.get("job", "")
 
     @property
+    def baseline(self) -> str:
+        """``reference`` | ``codec_latent`` | ``codec_tokens`` | ``untrained`` for a ceiling or floor run, else ""."""
+        return self.tags.get("baseline", "") if self.job == "baseline" else ""
+
+    @property
     def latent(self) -> str:
         return self.tags.get("latent") or "encodec"
 

@@ -171,7 +171,9 @@ def test_arfm_evaluate_logs_what_it_used_on_the_run(tmp_path, two_clip_corpus, t
     assert tags["eval/eval.euler_steps"] == "[2]" and run.data.params["sample.cfg"] == "3.0"
     assert tags["eval/chord_iou.method"].startswith("chordino vs labels, tetrads; 95% t interval")
     assert tags["eval/beat_f1.method"].startswith("madmom vs labels; 95% t interval")
-    assert tags["eval/fad.method"].startswith("mel-offline; 95% basic bootstrap over clips, both sets resampled")
+    # no train clips in this corpus: FAD's real set is the prompts' references, and the method says so
+    assert tags["eval/fad.method"].startswith("mel-offline vs the prompts' reference clips; 95% basic bootstrap "
+                                             "over clips, both sets resampled")
     assert tags["eval/clap.method"].startswith("laion-clap; skipped: no CLAP checkpoint")
     assert "4 samples asked" in tags["eval/notes"]
     assert {"eval/fad", "eval/chord_iou", "eval/beat_f1", "eval/melody_sim"} <= set(metrics)
@@ -188,7 +190,8 @@ def test_arfm_evaluate_logs_what_it_used_on_the_run(tmp_path, two_clip_corpus, t
     row = next(line for line in md.splitlines() if line.startswith("| 50 ") and "| AR " in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     fad = next(c for c in cells if "mel-offline" in c)
-    assert "±" not in fad and "[" in fad and fad.endswith("(mel-offline; basic bootstrap, both sets resampled)")
+    assert "±" not in fad and "[" in fad and fad.endswith(
+        "(mel-offline vs the prompts' reference clips; basic bootstrap, both sets resampled)")
     assert any(c.endswith("(chordino vs labels, tetrads)") for c in cells)
     assert any(c.endswith("(madmom vs labels)") for c in cells)
     assert any(c.endswith("(chroma-argmax (MusicGen) vs audio)") for c in cells)  # as the paper: audio

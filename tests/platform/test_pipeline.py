@@ -79,6 +79,9 @@ def setup(tmp_path, monkeypatch):
     (tmp_path / "study.yaml").write_text(MATRIX)
     fake = FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
+    import arfm.raylogs
+
+    monkeypatch.setattr(arfm.raylogs, "quiet_ray_data", lambda: None)  # Ray Data's settings: not in the stand-in
     return tmp_path, fake
 
 
@@ -119,7 +122,8 @@ def test_finished_cells_are_skipped_and_a_failed_cell_does_not_stop_the_others(s
     done = _finish(runner, "ar-50hz-4s-b8-text")
     trained = []
 
-    def train(cfg_json, task):
+    def train(cfg_json, task, run_name):
+        assert run_name.startswith(cfg_json["study_cell"] + "-")  # the grid names the run (its progress file)
         if cfg_json["study_cell"] == "fm-50hz-4s-b8-text":
             raise RuntimeError("out of memory")
         trained.append((cfg_json["study_cell"], task))
@@ -135,7 +139,7 @@ def test_finished_cells_are_skipped_and_a_failed_cell_does_not_stop_the_others(s
     assert set(runner.timings) == {"train"}
 
     fake.submitted.clear()
-    monkeypatch.setattr(pipeline, "_train_cell", lambda cfg_json, task: {"run_id": "r"})
+    monkeypatch.setattr(pipeline, "_train_cell", lambda cfg_json, task, run_name: {"run_id": "r"})
     assert runner.run(["train"]) is True  # nothing fails: the flag is true (finished runs are still skipped)
     assert "ar-50hz-4s-b8-text" not in fake.submitted
 
@@ -147,14 +151,40 @@ def test_evaluation_skips_evaluated_runs_and_cells_without_a_finished_run(setup,
     runner = _runner(tmp_path)
     _finish(runner, "ar-50hz-4s-b8-text", evaluated=True)
     todo = {name: _finish(runner, name) for name in ("ar-50hz-4s-b16-text", "fm-50hz-4s-b8-text")}
-    seen = []
+    seen, audio, floors = [], [], []
     monkeypatch.setattr(pipeline, "_evaluate_cell", lambda cfg_json, run_id: seen.append(
         (cfg_json["study_cell"], run_id)) or {"run_id": run_id})
+    monkeypatch.setattr(pipeline, "_baseline_audio", lambda cfg_json, kinds: audio.append(
+        (cfg_json["study_cell"], kinds)) or {"run_id": "b"})
+    monkeypatch.setattr(pipeline, "_baseline_untrained", lambda cfg_json: floors.append(
+        cfg_json["study_cell"]) or {"run_id": "u"})
     assert runner.stage_evaluate() is True
     assert sorted(seen) == sorted(todo.items())
+    # the ceiling rows once per frame rate and duration, a floor for every cell (trained or not)
+    assert audio == [("ar-50hz-4s-b8-text", ("reference", "codec_latent", "codec_tokens"))]
+    assert sorted(floors) == sorted(c.name for c in runner.study.cells)
     log = runner.console.export_text()
     assert "ar-50hz-4s-b8-text: already evaluated" in log
     assert "fm-50hz-4s-b16-text: no finished training run, not evaluated" in log
+
+
+def test_evaluation_skips_baselines_that_finished(setup, monkeypatch):
+    import arfm.pipeline as pipeline
+    from arfm import tracking
+    from arfm.evaluate import baselines
+
+    tmp_path, fake = setup
+    runner = _runner(tmp_path)
+    cfg = runner.cell_cfg(runner.study.cells[0])
+    for cell in [baselines.audio_cell(cfg, "reference"), baselines.audio_cell(cfg, "codec_tokens")] + [
+            baselines.untrained_cell(runner.cell_cfg(c)) for c in runner.study.cells[:3]]:
+        uri, run_id = tracking.start_run(cfg.model_copy(update={"study_cell": cell}), "baseline", "")
+        tracking.finish_run(uri, run_id)
+    audio, floors = [], []
+    monkeypatch.setattr(pipeline, "_baseline_audio", lambda cfg_json, kinds: audio.append(kinds) or {})
+    monkeypatch.setattr(pipeline, "_baseline_untrained", lambda cfg_json: floors.append(cfg_json["study_cell"]) or {})
+    assert runner.stage_evaluate() is True
+    assert audio == [("codec_latent",)] and floors == [runner.study.cells[3].name]
 
 
 # ------------------------------------------------------------------------------------------------- grid
@@ -192,10 +222,10 @@ def test_grid_exit_codes(setup, monkeypatch, capsys):
     assert grid.main(study + ["--only", "nothing-like-this"]) == 2
     assert grid.main(study + ["--stages", "train,bogus"]) == 2
     assert "unknown stage(s) ['bogus']" in capsys.readouterr().out
-    monkeypatch.setattr(pipeline, "_train_cell", lambda cfg_json, task: {"run_id": "r"})
+    monkeypatch.setattr(pipeline, "_train_cell", lambda cfg_json, task, run_name: {"run_id": "r"})
     assert grid.main(study + ["--stages", "train"]) == 0
 
-    def fail_fm(cfg_json, task):
+    def fail_fm(cfg_json, task, run_name):
         assert cfg_json["train"]["steps"] == 3  # --set reaches every cell
         if task == "fm":
             raise RuntimeError("diverged")
