@@ -1,4 +1,5 @@
-"""Run the study grid: data -> codec -> preprocess -> train AR and FM -> generate + evaluate -> report.
+"""Run the study grid: data -> codec -> preprocess -> train AR and FM -> sampling searches -> generate + evaluate
+-> report.
 
     python experiments/grid.py                       # the offline default (--preset quick)
     python experiments/grid.py --preset paper --only main
@@ -25,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--study-file", default=str(STUDY_FILE), help="the matrix YAML")
     p.add_argument("--only", nargs="*", default=None, help="cell names, group names or substrings (e.g. fm-)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every job")
-    p.add_argument("--stages", default="data,codec,preprocess,train,evaluate,report",
+    p.add_argument("--stages", default="data,codec,preprocess,train,tune,evaluate,report",
                    help="comma-separated subset of the stages to run")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
     p.add_argument("--address", default=None, help="Ray address (default: the job's cluster, or a local Ray)")

@@ -3,7 +3,9 @@
 ``data`` (synthesize the default corpus unless the dataset exists) -> ``codec`` (train one codec per frame
 rate unless it exists or a pretrained one is given) -> ``preprocess`` (Ray Data -> Parquet shards per frame
 rate and duration; resumable) -> ``train`` (every cell as a concurrent Ray task running a Ray Train job; cells
-whose MLflow run finished are skipped) -> ``evaluate`` (generate and score every trained cell) -> ``report``.
+whose MLflow run finished are skipped) -> ``tune`` (the study's sampling searches, :mod:`arfm.tune`, over the
+trained models of the cells it names; the best settings become those models' default sampling) ->
+``evaluate`` (generate and score every trained cell) -> ``report``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from arfm.config import JobConfig
 from arfm.study import Cell, Study, cell_config, codec_config
 
-STAGES = ("data", "codec", "preprocess", "train", "evaluate", "report")
+STAGES = ("data", "codec", "preprocess", "train", "tune", "evaluate", "report")
 
 
 SUMMARY_KEYS = ("loss", "valid_loss", "steps_per_s", "data_wait_frac_median", "stopped", "kept_step")
@@ -39,12 +41,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _evaluate_cell(cfg_json: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _evaluate_cell(cfg_json: dict[str, Any], run_id: str, layer: dict[str, Any]) -> dict[str, Any]:
     _one_thread()
     from arfm.config import JobConfig
     from arfm.evaluate.job import evaluate_run
 
-    out = evaluate_run(JobConfig.model_validate(cfg_json), run_id=run_id)
+    out = evaluate_run(JobConfig.model_validate(cfg_json), run_id=run_id, layer=layer)
     return {k: out[k] for k in ("run_id", "n", "notes")}
 
 
@@ -57,12 +59,12 @@ def _baseline_audio(cfg_json: dict[str, Any], kinds: tuple[str, ...]) -> dict[st
     return {"run_id": ", ".join(runs.values())}
 
 
-def _baseline_untrained(cfg_json: dict[str, Any]) -> dict[str, Any]:
+def _baseline_untrained(cfg_json: dict[str, Any], tuned_from: str | None, layer: dict[str, Any]) -> dict[str, Any]:
     _one_thread()
     from arfm.config import JobConfig
     from arfm.evaluate.baselines import evaluate_untrained
 
-    return {"run_id": evaluate_untrained(JobConfig.model_validate(cfg_json))}
+    return {"run_id": evaluate_untrained(JobConfig.model_validate(cfg_json), tuned_from=tuned_from, layer=layer)}
 
 
 class StudyRunner:
@@ -117,6 +119,20 @@ class StudyRunner:
         for r in rows:
             table.add_row(*[_fmt(r.get(c)) for c in columns])
         self.console.print(table)
+
+    def sample_layer(self) -> dict[str, Any]:
+        """The user's ``--set sample.*`` of this grid run: they win over a searched sampling."""
+        from arfm.config import parse_override
+
+        layer: dict[str, Any] = {}
+        for item in self.overrides:
+            path, value = parse_override(item)
+            if path[0] == "sample" and len(path) > 1:
+                node = layer.setdefault("sample", {})
+                for part in path[1:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = value
+        return layer
 
     def _finished(self, cfg: JobConfig, job: str) -> str | None:
         from arfm import tracking
@@ -273,6 +289,50 @@ class StudyRunner:
             ok = self._wait(pending, verb, results, finished) and ok
         return ok
 
+    def stage_tune(self) -> bool:
+        """The study's sampling searches (``search`` in the matrix): one per cell it names whose training run
+        finished and whose model carries no searched sampling yet; an interrupted one is resumed. Each runs
+        Ray Tune in this driver, one trial at a time on a 2-CPU machine (:func:`arfm.tune.search.run_search`)."""
+        from arfm import tracking
+        from arfm.tune.search import run_search, search_path
+        from arfm.tune.space import spec_from_dict
+
+        spaces = self.study.search.get("spaces") or {}
+        wanted = self.study.search.get("cells") or []
+        cells = [c for c in self.study.cells if c.paradigm in spaces
+                 and (not wanted or c.group in wanted or c.name in wanted)]
+        if not cells:
+            self.log("no sampling search in this study")
+            return True
+        ok = True
+        for cell in cells:
+            cfg = self.cell_cfg(cell)
+            uri = tracking.tracking_uri(cfg)
+            run_id = self._finished(cfg, "train")
+            if not run_id:
+                self.log(f"[yellow]{cell.name}: no finished training run, not searched[/yellow]")
+                continue
+            tuned = tracking.tuned_sampling(run_id, uri)
+            if tuned:
+                self.log(f"{cell.name}: sampling already searched ({tuned['from']})")
+                continue
+            spec = spec_from_dict(spaces[cell.paradigm])
+            name = f"{cell.name}-{spec.name}-{run_id[:8]}"
+            t0 = time.time()
+            try:
+                res = run_search(run_id, spec, layer={"sample": cfg.sample.model_dump(), "eval": cfg.eval.model_dump()},
+                                 tracking_uri=uri, name=name, resume=search_path(name).exists(),
+                                 study_cell=f"tune-{cell.name}", prefix="grid ", say=self.log)
+            except Exception as exc:  # noqa: BLE001 - a failed search leaves the run's own sampling; the others go on
+                self.log(f"[red]{cell.name}: search failed: {type(exc).__name__}: {str(exc)[:500]}[/red]")
+                ok = False
+                continue
+            best = res.best
+            self.log(f"[green]{cell.name}: searched[/green] ({len(res.trials)} trials, {time.time() - t0:.0f} s): "
+                     + (f"best {best['sample']}, objective {best['objective']:.4g}" if best else "[red]no best[/red]"))
+            ok = ok and best is not None
+        return ok
+
     def stage_evaluate(self) -> bool:
         """Every trained cell, and the ceiling and floor rows beside them (:mod:`arfm.evaluate.baselines`):
         the reference clips and the codec's reconstructions once per frame rate and duration, an untrained
@@ -287,6 +347,7 @@ class StudyRunner:
         audio = ray.remote(num_cpus=0, max_retries=0)(_baseline_audio)
         untrained = ray.remote(num_cpus=0, max_retries=0)(_baseline_untrained)
         seen_keys = set()
+        layer = self.sample_layer()
         for cell in self.study.cells:
             cfg = self.cell_cfg(cell)
             key = (cell.frame_rate, cell.duration)
@@ -304,10 +365,10 @@ class StudyRunner:
             elif tracking.client(tracking.tracking_uri(cfg)).get_run(run_id).data.tags.get("evaluated") == "true":
                 self.log(f"{cell.name}: already evaluated")
             else:
-                todo.append((cell.name, evaluate, (cfg.model_dump(mode="json"), run_id)))
+                todo.append((cell.name, evaluate, (cfg.model_dump(mode="json"), run_id, layer)))
             floor = cfg.model_copy(update={"study_cell": baselines.untrained_cell(cfg)})
-            if not self._finished(floor, "baseline"):
-                todo.append((baselines.untrained_cell(cfg), untrained, (cfg.model_dump(mode="json"),)))
+            if not self._finished(floor, "baseline"):  # sampled like its trained twin (searched sampling too)
+                todo.append((baselines.untrained_cell(cfg), untrained, (cfg.model_dump(mode="json"), run_id, layer)))
         if not todo:
             return True
         # A job generates (one thread), then waits on its metric tasks (one CPU each): it holds no CPU itself,

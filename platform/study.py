@@ -52,6 +52,7 @@ class Study:
     paradigm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"fm": {"train.lr": 1e-2}}
     codec_budget_s: float | None = None
     train_budget_s: float | None = None
+    search: dict[str, Any] = field(default_factory=dict)  # the tune stage: {"cells": [...], "spaces": {ar, fm}}
 
     @property
     def frame_rates(self) -> list[int]:
@@ -96,7 +97,22 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
     return Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
                  cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
                  paradigm_overrides=per_paradigm,
-                 codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"))
+                 codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"),
+                 search=_search(spec.get("search") or {}, name))
+
+
+def _search(search: dict[str, Any], name: str) -> dict[str, Any]:
+    """The study's ``search`` section, its spaces checked now (before any stage runs)."""
+    from arfm.tune.space import spec_from_dict
+
+    unknown = sorted(set(search) - {"cells", "spaces"})
+    bad = sorted(set(search.get("spaces") or {}) - {"ar", "fm"})
+    if unknown or bad:
+        raise ConfigError(f"studies.{name}.search: keys are cells and spaces (got {unknown}); spaces are per "
+                          f"paradigm, ar and fm (got {bad})")
+    for paradigm, space in (search.get("spaces") or {}).items():
+        spec_from_dict(space, where=f"studies.{name}.search.spaces.{paradigm}")
+    return search
 
 
 def _paths(root: Path, frame_rate: int, duration: float) -> dict[str, str]:

@@ -315,3 +315,72 @@ def _numeric(v: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+# ---------------------------------------------------------------------------------- tuned sampling
+TUNED_SAMPLE_TAG = "tune/best_sample"  # JSON: the sample settings a search found best for the model
+TUNED_FROM_TAG = "tune/best_from"  # what found them: "search run <id>, trial <id>, <objective> = <value>"
+
+
+@_retrying
+def registered_version(uri: str, model: str) -> Any:
+    """The registry's version for ``NAME``, ``NAME/VERSION``, ``NAME/latest`` or ``models:/NAME/VERSION``
+    (``NAME`` alone: the newest version); a ValueError names what is missing."""
+    name, _, version = model.removeprefix("models:/").partition("/")
+    versions = client(uri).search_model_versions(f"name='{_quote(name)}'")
+    if not versions:
+        raise ValueError(f"no registered model named {name!r} in {uri}")
+    if version and version != "latest":
+        chosen = [v for v in versions if str(v.version) == version]
+        if not chosen:
+            raise ValueError(f"registered model {name!r} has no version {version}")
+        return chosen[0]
+    return max(versions, key=lambda v: int(v.version))
+
+
+def model_run_id(source: str | Path, uri: str) -> str | None:
+    """The MLflow run behind a model source (``runs:/ID/...``, a bare run id, ``models:/NAME/VERSION``), or None
+    for a saved-model folder (a folder carries no run)."""
+    import re
+
+    s = str(source)
+    if Path(s).is_dir():
+        return None
+    if re.fullmatch(r"[0-9a-f]{32}", s):
+        return s
+    if s.startswith("runs:/"):
+        return s.removeprefix("runs:/").split("/", 1)[0]
+    if s.startswith("models:/"):
+        return registered_version(uri, s).run_id
+    raise ValueError(f"model source {s!r} is neither a folder, runs:/RUN_ID/..., models:/NAME/VERSION nor a run id")
+
+
+@_retrying
+def tuned_sampling(run_id: str, uri: str) -> dict[str, Any] | None:
+    """The sample settings a sampling search attached to the model of ``run_id`` (``arfm tune``), as
+    ``{"sample": {...}, "from": "..."}``, or None when no search attached any. ``arfm evaluate``, the grid and
+    ``arfm serve`` take them as the model's default sampling unless told otherwise."""
+    tags = client(uri).get_run(run_id).data.tags
+    if TUNED_SAMPLE_TAG not in tags:
+        return None
+    return {"sample": json.loads(tags[TUNED_SAMPLE_TAG]), "from": tags.get(TUNED_FROM_TAG, "")}
+
+
+def tuned_sampling_for(source: str | Path, uri: str | None = None) -> dict[str, Any] | None:
+    """:func:`tuned_sampling` of a model source (folder: None)."""
+    uri = uri or tracking_uri()
+    run_id = model_run_id(source, uri)
+    return tuned_sampling(run_id, uri) if run_id else None
+
+
+def attach_tuned_sampling(uri: str, run_id: str, sample: Mapping[str, Any], found_by: str,
+                          version: Any = None) -> None:
+    """Record ``sample`` as the model's tuned sampling: tags of the model's run and, when the model was given as
+    a registered version, of that version and its registry alias ``tuned``."""
+    tags = {TUNED_SAMPLE_TAG: json.dumps(dict(sample), sort_keys=True), TUNED_FROM_TAG: found_by}
+    set_tags(uri, run_id, tags)
+    if version is not None:
+        c = client(uri)
+        for k, v in tags.items():
+            c.set_model_version_tag(version.name, version.version, k, v)
+        c.set_registered_model_alias(version.name, "tuned", version.version)

@@ -30,6 +30,7 @@ def _register() -> None:
         ("arfm.cli.train", "train"),
         ("arfm.cli.generate", "generate"),
         ("arfm.cli.evaluate", "evaluate"),
+        ("arfm.cli.tune", "tune"),
         ("arfm.cli.report", "report"),
     ]:
         try:

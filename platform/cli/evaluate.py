@@ -16,6 +16,8 @@ def evaluate(
     prompts: Annotated[Optional[str], typer.Option(help="'valid' (held-out split), a .txt of captions or a "
                                                    "manifest.jsonl")] = None,
     n: Annotated[Optional[int], typer.Option("--n", help="number of samples (default eval.n_samples)")] = None,
+    untuned: Annotated[bool, typer.Option("--untuned", help="ignore the sampling a search (arfm tune) attached "
+                                          "to the model: sample with the run's own settings")] = False,
     config: ConfigOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -23,9 +25,11 @@ def evaluate(
     """Evaluate a trained model: FAD (offline embedding unless configured), CLAP and aesthetics when their
     checkpoints are given, chord IOU, downbeat F1, melody similarity, AR entropy; FM also per Euler step count.
 
-    Settings: the run's own config (what it was trained and sampled with), then the sample / eval / tracking
-    sections of --preset and of --config, then each --set (sample.*, eval.* or tracking.* only: the model,
-    codec, text encoder and data are the run's). The settings used are logged as tags eval/sample.cfg ...
+    Settings: the run's own config (what it was trained and sampled with), then the sample settings a sampling
+    search attached to the model (arfm tune; --untuned skips them), then the sample / eval / tracking sections
+    of --preset and of --config, then each --set (sample.*, eval.* or tracking.* only: the model, codec, text
+    encoder and data are the run's). The settings used are logged as tags eval/sample.cfg ..., and where the
+    sample settings came from as eval/sample_from.
 
     Examples:
       arfm evaluate --run 0123abcd... --n 64
@@ -43,13 +47,14 @@ def evaluate(
 
     try:
         layer = user_layer(preset, config, set_ or [], {"eval": {"prompts": prompts}} if prompts else None)
-        result = evaluate_run(run_id=run, model=model, n=n, layer=layer)
+        result = evaluate_run(run_id=run, model=model, n=n, layer=layer, tuned=not untuned)
     except ConfigError as exc:
         fail(str(exc))
         return
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
+    typer.echo(f"sampling: {result['sampling']}")
     for note in result["notes"]:
         typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
     for key, value in sorted(result["metrics"].items()):

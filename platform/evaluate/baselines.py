@@ -106,10 +106,12 @@ def evaluate_audio_baselines(cfg: JobConfig, kinds: tuple[str, ...] = AUDIO_KIND
     return runs
 
 
-def evaluate_untrained(cfg: JobConfig, meta: dict[str, Any] | None = None) -> str:
+def evaluate_untrained(cfg: JobConfig, meta: dict[str, Any] | None = None, tuned_from: str | None = None,
+                       layer: dict[str, Any] | None = None) -> str:
     """The floor of a cell: its model with initial weights, saved and logged as the baseline run's ``model``
-    artifact, then evaluated by :func:`arfm.evaluate.job.evaluate_run` like the trained run. ``meta``: the shard
-    metadata the model is built for (default: ``cfg.data.shards``'). Returns the run id."""
+    artifact, then evaluated by :func:`arfm.evaluate.job.evaluate_run` like the trained run: with the sampling a
+    search attached to the trained run ``tuned_from`` (when any), then ``layer`` (the user's settings).
+    ``meta``: the shard metadata the model is built for (default: ``cfg.data.shards``'). Returns the run id."""
     import torch
 
     from arfm import tracking
@@ -125,7 +127,7 @@ def evaluate_untrained(cfg: JobConfig, meta: dict[str, Any] | None = None) -> st
         with tempfile.TemporaryDirectory(prefix="arfm-untrained-") as tmp:
             save_model_dir(cfg, meta, model, Path(tmp) / "model")
             tracking.log_model_dir(uri, run_id, Path(tmp) / "model", "model")
-        evaluate_run(cfg, run_id=run_id, single_controls=False)
+        evaluate_run(cfg, run_id=run_id, single_controls=False, tuned_from=tuned_from, layer=layer)
     except BaseException:
         tracking.finish_run(uri, run_id, "FAILED")
         raise

@@ -38,9 +38,11 @@ INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, 
 
 
 # ------------------------------------------------------------------------------------------- metrics (Ray)
-def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions: list[str], sample_rate: int,
+def score_metric(kind: str, audios: list[np.ndarray], refs: list[Any], captions: list[str], sample_rate: int,
                  cfg_eval: dict[str, Any]) -> list[dict[str, Any]]:
-    """One metric over one variant's clips; returns ``MetricResult.to_dict()`` rows (aesthetics gives four)."""
+    """One metric over one variant's clips; returns ``MetricResult.to_dict()`` rows (aesthetics gives four).
+    The evaluation runs it as one Ray task per (variant, metric); a sampling search's trial calls it in its own
+    process (:mod:`arfm.tune.trial`), so both score alike. ``cfg_eval``: :func:`eval_settings`."""
     if kind in ("fad", "fad2"):
         from arfm.evaluate.fad import fad_score
 
@@ -103,7 +105,12 @@ def fad_reference_desc(background: list[np.ndarray] | None) -> str:
     return f"{len(background)} train clips" if background else "the prompts' reference clips"
 
 
-def _embed_task(model: str, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any]:
+def eval_settings(cfg: JobConfig, background: list[np.ndarray] | None) -> dict[str, Any]:
+    """The ``eval`` section as :func:`score_metric` takes it, with what FAD's real set is."""
+    return {**cfg.eval.model_dump(), "fad_reference_desc": fad_reference_desc(background)}
+
+
+def embed_reference(model: str, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any]:
     """FAD's reference set embedded once (``{"embeddings": [frames x D per clip]}``) for every variant's task."""
     from arfm.evaluate.fad import FADModelUnavailable, embed, get_loader
 
@@ -135,13 +142,13 @@ def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, 
     follow ``eval.variant_metrics`` (:func:`variant_metrics`) unless ``every_metric``."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=1)(_metric_task)
-    cfg_eval = {**cfg.eval.model_dump(), "fad_reference_desc": fad_reference_desc(background)}
+    task = ray.remote(num_cpus=1, max_retries=1)(score_metric)
+    cfg_eval = eval_settings(cfg, background)
     captions = [p["caption"] for p in prompts]
     # the references are the same for every variant: into the object store once; FAD's set embedded once
     refs_by_metric = metric_references(prompts, background, second_fad=bool(cfg.eval.fad_second))
     shared = {kind: ray.put(ref_list) for kind, ref_list in refs_by_metric.items()}
-    embedder = ray.remote(num_cpus=1, max_retries=1)(_embed_task)
+    embedder = ray.remote(num_cpus=1, max_retries=1)(embed_reference)
     for kind, model in (("fad", cfg.eval.fad_model), ("fad2", cfg.eval.fad_second)):
         if kind in shared and len(variants) > 1:
             shared[kind] = embedder.remote(model, shared[kind], sample_rate)
@@ -212,14 +219,18 @@ def _controls_for(gen: Any, prompt: dict[str, Any], names: list[str] | None, n_f
 
 
 def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, Any], cfg: JobConfig,
-                     seconds: float) -> dict[str, Any]:
+                     seconds: float, offset: int = 0) -> dict[str, Any]:
+    """Generate ``prompts`` under one variant; prompt ``i`` gets the seed ``train.seed + offset + i``, so the
+    prompts ``offset ...`` of a list generated in slices get the seeds they get generated at once."""
     from arfm.generate import GenerationRequest
 
     n_frames = gen.n_frames(seconds)
     rng = np.random.default_rng(cfg.train.seed)
+    for _ in range(offset if spec.get("inpaint") else 0):  # the spans the earlier prompts drew
+        _span(seconds, rng)
     reqs = []
     for i, p in enumerate(prompts):
-        req = GenerationRequest(caption=p["caption"], seconds=seconds, seed=cfg.train.seed + i,
+        req = GenerationRequest(caption=p["caption"], seconds=seconds, seed=cfg.train.seed + offset + i,
                                 controls=_controls_for(gen, p, spec.get("controls"), n_frames))
         if spec.get("inpaint"):
             req.inpaint_audio, req.inpaint_span = p["reference"], _span(seconds, rng)
@@ -239,18 +250,11 @@ def resolve_registered(uri: str, model: str) -> tuple[str, str]:
     """``NAME``, ``NAME/VERSION`` or ``models:/NAME/VERSION`` -> (run id, model URI) of that registered version."""
     from arfm import tracking
 
-    name, _, version = model.removeprefix("models:/").partition("/")
-    client = tracking.client(uri)
-    versions = client.search_model_versions(f"name='{name}'")
-    if not versions:
-        raise ValueError(f"--model: no registered model named {name!r} in {uri}")
-    if version and version != "latest":
-        chosen = [v for v in versions if str(v.version) == version]
-        if not chosen:
-            raise ValueError(f"--model: {name!r} has no version {version}")
-    else:
-        chosen = [max(versions, key=lambda v: int(v.version))]
-    return chosen[0].run_id, f"models:/{name}/{chosen[0].version}"
+    try:
+        version = tracking.registered_version(uri, model)
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc}") from None
+    return version.run_id, f"models:/{version.name}/{version.version}"
 
 
 EVAL_SECTIONS = ("sample", "eval", "tracking")
@@ -301,17 +305,22 @@ def evaluation_config(run_cfg: JobConfig, layer: dict[str, Any]) -> JobConfig:
 
 def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model: str | None = None,
                  n: int | None = None, log: bool = True, *, layer: dict[str, Any] | None = None,
-                 single_controls: bool = True) -> dict[str, Any]:
+                 single_controls: bool = True, tuned: bool = True, tuned_from: str | None = None
+                 ) -> dict[str, Any]:
     """Evaluate a trained model (an MLflow run id or a registered ``models:/NAME/VERSION``).
 
-    The settings are the run's own config, then ``layer`` (:func:`user_layer`: the user's preset, config file
-    and ``--set``, as ``arfm evaluate`` passes them); or, given a whole job config ``cfg`` (a grid cell), the
-    run's config with that job's ``sample``, ``eval`` and ``tracking`` sections. Returns ``{"run_id",
-    "metrics": {key: value}, "variants": [...], "n", "notes", "config"}`` (``config``: the resolved settings).
+    The settings are the run's own config, then the sampling a search attached to the model
+    (:func:`arfm.tracking.tuned_sampling`; ``tuned=False`` ignores it, ``tuned_from`` takes another run's, e.g.
+    an untrained floor sampled like its trained twin), then ``layer`` (:func:`user_layer`: the user's preset,
+    config file and ``--set``, as ``arfm evaluate`` passes them). Given a whole job config ``cfg`` (a grid
+    cell), the run's config takes that job's ``sample``, ``eval`` and ``tracking`` sections first. Returns
+    ``{"run_id", "metrics": {key: value}, "variants": [...], "n", "notes", "config", "sampling"}``
+    (``config``: the resolved settings; ``sampling``: where its sample settings came from).
     """
     import ray
 
     from arfm import tracking
+    from arfm.config import deep_merge
     from arfm.generate import Generator
 
     if not run_id and not model:
@@ -326,10 +335,14 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
     else:
         source = model or f"runs:/{run_id}/model"
     gen = Generator.load(source, tracking_uri=uri)
+    base = gen.cfg
     if cfg is not None:
-        eval_cfg = gen.cfg.model_copy(update={"sample": cfg.sample, "eval": cfg.eval, "tracking": cfg.tracking})
-    else:
-        eval_cfg = evaluation_config(gen.cfg, layer)
+        base = gen.cfg.model_copy(update={"sample": cfg.sample, "eval": cfg.eval, "tracking": cfg.tracking})
+    best = tracking.tuned_sampling(tuned_from or run_id, uri) if tuned and (tuned_from or run_id) else None
+    sampling = f"tuned: {best['from']}" if best else "the run's own sample settings"
+    if best:
+        layer = deep_merge({"sample": best["sample"]}, layer)  # what the user sets still wins
+    eval_cfg = evaluation_config(base, layer)
     seconds = float(eval_cfg.sample.seconds or gen.cfg.data.segment_seconds)
     notes: list[str] = []
     prompts = load_prompts(eval_cfg, n or eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
@@ -349,9 +362,9 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
             scores[name], outputs[name] = scores[spec["alias"]], outputs[spec["alias"]]
     metrics, table = summarize(scores, outputs, variants, prompts, notes)
     if log and run_id:
-        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, eval_cfg)
+        _log(uri, run_id, metrics, table, outputs, variants, prompts, gen.sample_rate, eval_cfg, sampling)
     return {"run_id": run_id, "metrics": metrics, "variants": list(scores), "n": len(prompts), "notes": notes,
-            "config": eval_cfg}
+            "config": eval_cfg, "sampling": sampling}
 
 
 def summarize(scores: dict[str, dict[str, dict[str, Any]]], outputs: dict[str, dict[str, Any]],
@@ -388,7 +401,7 @@ def config_tags(cfg: JobConfig) -> dict[str, str]:
 
 
 def _log(uri: str, run_id: str, metrics: dict[str, float], table: Any, outputs: dict, variants: dict,
-         prompts: list[dict[str, Any]], sample_rate: int, cfg: JobConfig) -> None:
+         prompts: list[dict[str, Any]], sample_rate: int, cfg: JobConfig, sampling: str | None = None) -> None:
     import soundfile as sf
     from mlflow.entities import Metric, RunTag
 
@@ -397,6 +410,8 @@ def _log(uri: str, run_id: str, metrics: dict[str, float], table: Any, outputs: 
     client = tracking.client(uri)
     ts = int(time.time() * 1000)
     tags = {**config_tags(cfg), **table.tags()}
+    if sampling:
+        tags["eval/sample_from"] = sampling
     if table.notes:
         tags["eval/notes"] = " | ".join(table.notes)
     client.log_batch(run_id, metrics=[Metric(k, v, ts, 0) for k, v in metrics.items()])
