@@ -10,7 +10,8 @@
 - table 8 / figure 3: FM at fixed Euler step counts (``euler<N>`` variants);
 - figure 8: batch size x duration at a fixed number of updates;
 - figure 9: AR first-codebook entropy per sampling step;
-- appendix B: codec reconstruction (SI-SNR, ViSQOL, log-MSD).
+- appendix B: codec reconstruction (SI-SNR, ViSQOL, log-MSD);
+- appendix D: the sampling searches, one table per search (:mod:`arfm.evaluate.report_tune`).
 
 Each row gives n (evaluated samples) and each value its 95% interval when the run logged
 ``eval/per_sample.json``: ``± h`` for the symmetric t interval of a per-sample mean, ``[lo, hi]`` for an
@@ -34,6 +35,7 @@ from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot
 from arfm.evaluate.job import INPAINT_SPAN_FRAC
 from arfm.evaluate.results import METRICS
 from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
+from arfm.evaluate.report_tune import is_search, search_section
 from arfm.evaluate.sound import sound_section
 from arfm.evaluate.stats import SET_BOOTSTRAP, T_INTERVAL, describe
 
@@ -410,7 +412,9 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     out.mkdir(parents=True, exist_ok=True)
     notes = _Notes()
     ctx = _Ctx(notes)
-    gen = [r for r in runs if r.paradigm in ("ar", "fm") and r.job != "baseline"]
+    searches = search_section(runs, uri)
+    runs = [r for r in runs if not is_search(r) or r.job == "tune"]  # a search's trials are in its table
+    gen = [r for r in runs if r.paradigm in ("ar", "fm") and r.job not in ("baseline", "tune")]
     base = [r for r in runs if r.job == "baseline" and r.evaluated]
     main = _main_setting([r for r in gen if r.conditioning == "text"])
     t2, picked = table2(ctx, gen, main, base)
@@ -419,7 +423,8 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     f8, d_f8 = figure8_table(ctx, gen, main)
     f9, curves = figure9(gen)
     sound, spec_fig = sound_section(picked, base, out, uri)
-    sections = [t2, table3(ctx, gen, base), table4(ctx, gen, base), t7, t8, f8, f9, appendix_b(ctx, runs), sound]
+    sections = [t2, table3(ctx, gen, base), table4(ctx, gen, base), t7, t8, f8, f9, appendix_b(ctx, runs), searches,
+                sound]
     figs = [p for p in (plot_table2(picked, out), plot_t7(d7, out), plot_steps(d8, out), plot_f8(d_f8, out),
                         plot_entropy(curves, out), spec_fig) if p is not None]
     fad_models = sorted({r.stat("fad").method for r in gen if r.stat("fad").method})

@@ -205,7 +205,8 @@ def run_search(source: str, space: str | Path | SearchSpec | dict, *, layer: dic
                               "another --name")
         cell_cfg = eval_cfg.model_copy(update={"study_cell": study_cell or ""})
         tags = {"tune/search": name, "tune/space": spec.name, "tune/searcher": spec.searcher,
-                "tune/objective": spec.objective.describe(), "tune/model_source": source,
+                "tune/objective": spec.objective.describe(),
+                "tune/objective_metrics": json.dumps(list(spec.objective.metrics)), "tune/model_source": source,
                 "tune/model_run": model_run or "", "tune/prompts": f"{spec.prompts} prompts of "
                 f"{eval_cfg.eval.prompts}, seeds train.seed + i ({eval_cfg.train.seed} ...)",
                 "tune/concurrency": why}
