@@ -152,17 +152,20 @@ def test_evaluation_skips_evaluated_runs_and_cells_without_a_finished_run(setup,
     _finish(runner, "ar-50hz-4s-b8-text", evaluated=True)
     todo = {name: _finish(runner, name) for name in ("ar-50hz-4s-b16-text", "fm-50hz-4s-b8-text")}
     seen, audio, floors = [], [], []
-    monkeypatch.setattr(pipeline, "_evaluate_cell", lambda cfg_json, run_id: seen.append(
-        (cfg_json["study_cell"], run_id)) or {"run_id": run_id})
+    monkeypatch.setattr(pipeline, "_evaluate_cell", lambda cfg_json, run_id, layer: seen.append(
+        (cfg_json["study_cell"], run_id, layer)) or {"run_id": run_id})
     monkeypatch.setattr(pipeline, "_baseline_audio", lambda cfg_json, kinds: audio.append(
         (cfg_json["study_cell"], kinds)) or {"run_id": "b"})
-    monkeypatch.setattr(pipeline, "_baseline_untrained", lambda cfg_json: floors.append(
-        cfg_json["study_cell"]) or {"run_id": "u"})
+    monkeypatch.setattr(pipeline, "_baseline_untrained", lambda cfg_json, tuned_from, layer: floors.append(
+        (cfg_json["study_cell"], tuned_from)) or {"run_id": "u"})
+    runner.overrides = ["sample.cfg=1.5", "train.steps=3"]  # the user's sample settings win over a search's
     assert runner.stage_evaluate() is True
-    assert sorted(seen) == sorted(todo.items())
-    # the ceiling rows once per frame rate and duration, a floor for every cell (trained or not)
+    assert sorted(seen) == sorted((cell, run, {"sample": {"cfg": 1.5}}) for cell, run in todo.items())
+    # the ceiling rows once per frame rate and duration, a floor for every cell (trained or not), sampled like
+    # its trained twin (that run's searched sampling, when there is one)
     assert audio == [("ar-50hz-4s-b8-text", ("reference", "codec_latent", "codec_tokens"))]
-    assert sorted(floors) == sorted(c.name for c in runner.study.cells)
+    trained = {c.name: runner._finished(runner.cell_cfg(c), "train") for c in runner.study.cells}
+    assert sorted(floors) == sorted(trained.items(), key=lambda kv: kv[0]) and trained["fm-50hz-4s-b8-text"]
     log = runner.console.export_text()
     assert "ar-50hz-4s-b8-text: already evaluated" in log
     assert "fm-50hz-4s-b16-text: no finished training run, not evaluated" in log
@@ -182,9 +185,54 @@ def test_evaluation_skips_baselines_that_finished(setup, monkeypatch):
         tracking.finish_run(uri, run_id)
     audio, floors = [], []
     monkeypatch.setattr(pipeline, "_baseline_audio", lambda cfg_json, kinds: audio.append(kinds) or {})
-    monkeypatch.setattr(pipeline, "_baseline_untrained", lambda cfg_json: floors.append(cfg_json["study_cell"]) or {})
+    monkeypatch.setattr(pipeline, "_baseline_untrained",
+                        lambda cfg_json, tuned_from, layer: floors.append(cfg_json["study_cell"]) or {})
     assert runner.stage_evaluate() is True
     assert audio == [("codec_latent",)] and floors == [runner.study.cells[3].name]
+
+
+def test_tune_searches_the_named_cells_once_and_resumes_an_interrupted_search(setup, monkeypatch):
+    """The tune stage searches the trained models of the cells its ``search`` names (one space per paradigm),
+    skips a model that already carries a searched sampling and a cell without a finished run, resumes a search
+    whose Tune experiment exists, and a failed search clears the exit flag without stopping the others."""
+    import arfm.tune.search as search
+    from arfm import tracking
+
+    tmp_path, _ = setup
+    (tmp_path / "study.yaml").write_text(MATRIX + """    search:
+      cells: [ar-50hz-4s-b8-text, fm-50hz-4s-b16-text, fm-50hz-4s-b8-text]
+      spaces:
+        ar: {name: s-ar, prompts: 4, space: {temperature: [1.2, 1.6]}}
+        fm: {name: s-fm, prompts: 4, space: {cfg: [1.0, 3.0]}}
+""")
+    runner = _runner(tmp_path)
+    ar = _finish(runner, "ar-50hz-4s-b8-text")
+    fm = _finish(runner, "fm-50hz-4s-b8-text")
+    calls = []
+
+    def fake_search(source, spec, *, layer, tracking_uri, name, resume, study_cell, prefix, say):
+        calls.append((source, spec.name, name, resume, study_cell, layer["sample"]["seconds"]))
+        if source == fm:
+            raise RuntimeError("no trial completed")
+        tracking.attach_tuned_sampling(tracking_uri, source, {"temperature": 1.2}, "test")
+        return search.SearchResult(name, tmp_path, "p", tracking_uri, [{}], {"sample": {"temperature": 1.2},
+                                                                             "objective": 1.0})
+
+    monkeypatch.setattr(search, "run_search", fake_search)
+    search.search_path(f"ar-50hz-4s-b8-text-s-ar-{ar[:8]}").mkdir(parents=True)  # an interrupted search
+    assert runner.stage_tune() is False  # the FM search failed
+    assert calls == [(ar, "s-ar", f"ar-50hz-4s-b8-text-s-ar-{ar[:8]}", True, "tune-ar-50hz-4s-b8-text", 4.0),
+                     (fm, "s-fm", f"fm-50hz-4s-b8-text-s-fm-{fm[:8]}", False, "tune-fm-50hz-4s-b8-text", 4.0)]
+    log = runner.console.export_text()
+    assert "fm-50hz-4s-b16-text: no finished training run, not searched" in log
+    assert "fm-50hz-4s-b8-text: search failed: RuntimeError: no trial completed" in log
+    calls.clear()
+    monkeypatch.setattr(search, "run_search", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
+        AssertionError("searched again")))
+    tracking.attach_tuned_sampling(tracking.tracking_uri(runner.cell_cfg(runner.study.cells[2])), fm, {"cfg": 3.0},
+                                   "test")
+    assert runner.stage_tune() is True and calls == []  # both models carry a searched sampling now
+    assert "ar-50hz-4s-b8-text: sampling already searched (test)" in runner.console.export_text()
 
 
 # ------------------------------------------------------------------------------------------------- grid
