@@ -31,6 +31,41 @@ def require_estimator():
     return check
 
 
+def build_labelled_corpus(root, n_valid: int, n_train: int = 0, seed: int = 5, seconds: float = 1.5):
+    """A dataset folder of synthetic clips (32 kHz) with their labels: ``c0 ...`` in the valid split, then
+    ``n_train`` train clips."""
+    from arfm.data.manifest import save_audio, write_manifest
+    from arfm.data.synth import generate_clip
+
+    rows = []
+    for i in range(n_valid + n_train):
+        clip = generate_clip(seed=seed, index=i, seconds=seconds)
+        save_audio(root / "audio" / f"c{i}.wav", clip.audio, 32000)
+        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption,
+                     "split": "valid" if i < n_valid else "train", "seconds": seconds, "sample_rate": 32000,
+                     "labels": clip.labels})
+    write_manifest(root, rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def labelled_corpus():
+    """``labelled_corpus(root, n_valid, n_train=0, seed=5, seconds=1.5)`` (test modules cannot import this file)."""
+    return build_labelled_corpus
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus():
+    """A Ray instance of two CPUs for the tests of one module that run evaluation jobs or searches."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 def save_tiny_model(out, paradigm: str, dataset, extra=()):
     """A tiny untrained model of ``paradigm`` saved as a model folder, with its codec; returns (cfg, folder)."""
     import torch

@@ -345,7 +345,9 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
     eval_cfg = evaluation_config(base, layer)
     seconds = float(eval_cfg.sample.seconds or gen.cfg.data.segment_seconds)
     notes: list[str] = []
-    prompts = load_prompts(eval_cfg, n or eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
+    if n:  # --n: the count asked is the evaluation's own setting (logged with the others)
+        eval_cfg = eval_cfg.model_copy(update={"eval": eval_cfg.eval.model_copy(update={"n_samples": int(n)})})
+    prompts = load_prompts(eval_cfg, eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
     background = load_background(eval_cfg, seconds, gen.sample_rate, {p["id"] for p in prompts}, notes)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)

@@ -150,17 +150,12 @@ CORPUS_SECONDS = 1.5
 
 
 @pytest.fixture(scope="session")
-def two_clip_corpus(tmp_path_factory):
+def two_clip_corpus(tmp_path_factory, labelled_corpus):
     """A dataset folder with two labelled clips of the synthetic corpus, both in the valid split."""
-    from arfm.data.manifest import save_audio, write_manifest
-    from arfm.data.synth import generate_clip
+    return labelled_corpus(tmp_path_factory.mktemp("corpus"), 2, seconds=CORPUS_SECONDS)
 
-    root = tmp_path_factory.mktemp("corpus")
-    rows = []
-    for i in range(2):
-        clip = generate_clip(seed=5, index=i, seconds=CORPUS_SECONDS)
-        save_audio(root / "audio" / f"c{i}.wav", clip.audio, SR)
-        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption, "split": "valid",
-                     "seconds": CORPUS_SECONDS, "sample_rate": SR, "labels": clip.labels})
-    write_manifest(root, rows)
-    return root
+
+@pytest.fixture(scope="session")
+def corpus_with_train(tmp_path_factory, labelled_corpus):
+    """Two valid clips (the prompts) and three train clips (FAD's real set)."""
+    return labelled_corpus(tmp_path_factory.mktemp("corpus5"), 2, 3, seed=9, seconds=CORPUS_SECONDS)

@@ -1,6 +1,6 @@
 """Fixtures for the search tests: a small labelled corpus, tiny AR and FM models trained on it for a few dozen
-steps (plain PyTorch, in-process) and logged as finished training runs of a private MLflow store, and one Ray
-instance for the module that runs the searches."""
+steps (plain PyTorch, in-process) and logged as finished training runs of a private MLflow store. The corpus
+builder and the two-CPU Ray instance are the suite's (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,9 @@ N_VALID, N_TRAIN = 4, 4
 
 
 @pytest.fixture(scope="session")
-def tune_corpus(tmp_path_factory):
+def tune_corpus(tmp_path_factory, labelled_corpus):
     """8 clips of 1 s from the synthetic corpus: 4 valid (the prompts), 4 train (FAD's real set)."""
-    from arfm.data.manifest import save_audio, write_manifest
-    from arfm.data.synth import generate_clip
-
-    root = tmp_path_factory.mktemp("tune_corpus")
-    rows = []
-    for i in range(N_VALID + N_TRAIN):
-        clip = generate_clip(seed=11, index=i, seconds=SECONDS)
-        save_audio(root / "audio" / f"c{i}.wav", clip.audio, SR)
-        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption,
-                     "split": "valid" if i < N_VALID else "train", "seconds": SECONDS, "sample_rate": SR,
-                     "labels": clip.labels})
-    write_manifest(root, rows)
-    return root
+    return labelled_corpus(tmp_path_factory.mktemp("tune_corpus"), N_VALID, N_TRAIN, seed=11, seconds=SECONDS)
 
 
 def _train_briefly(folder, corpus, steps: int = 40) -> list[float]:
@@ -93,14 +81,3 @@ def trained_runs(tmp_path_factory, tune_corpus, tune_home, tiny_model):
         tracking.finish_run(uri, run_id)
         runs[paradigm] = run_id
     return runs
-
-
-@pytest.fixture(scope="module")
-def ray_two_cpus():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
