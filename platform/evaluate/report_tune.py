@@ -64,7 +64,8 @@ def search_section(runs: list[RunView], uri: str) -> str:
             by_parent.setdefault(r.tags.get("mlflow.parentRunId", ""), []).append(r)
     for s in searches:
         t = s.tags
-        model = f"`{t.get('tune/model_run', '')[:8]}` {s.study_cell.removeprefix('tune-') or t.get('tune/model_source', '')}"
+        model = (f"`{t.get('tune/model_run', '')[:8]}` "
+                 f"{s.study_cell.removeprefix('tune-') or t.get('tune/model_source', '')}")
         text = [f"### {t.get('tune/search', s.name)} — {s.paradigm.upper()} model {model}", "",
                 f"Searcher {t.get('tune/searcher', '?')}, space `{t.get('tune/space', '?')}`; objective "
                 f"{t.get('tune/objective', '?')} ({_objective_method(s, by_parent.get(s.run_id, []))}); "

@@ -56,7 +56,8 @@ def collect_trials(results: Any, spec: SearchSpec, uri: str, parent_run_id: str)
             status = f"error: {type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:300]}"
         else:
             status = "complete" if complete else (f"stopped early after {n} prompts" if n else "no report")
-        rows.append({"trial_id": tid, "run_id": runs.get(tid), "config": dict(r.config), "sample": spec.decode(r.config),
+        rows.append({"trial_id": tid, "run_id": runs.get(tid), "config": dict(r.config),
+                     "sample": spec.decode(r.config),
                      "objective": _finite(m.get("objective")), "ci": objective_interval(spec, m),
                      "prompts_scored": n, "seconds_per_sample": _finite(m.get("seconds_per_sample")),
                      "nfe_per_sample": _finite(m.get("nfe_per_sample")), "status": status, "complete": complete,
@@ -75,7 +76,8 @@ def best_trial(spec: SearchSpec, rows: list[dict[str, Any]]) -> dict[str, Any] |
         for r in done:
             r["pareto"] = not any(sign * o["objective"] <= sign * r["objective"]
                                   and o["seconds_per_sample"] <= r["seconds_per_sample"]
-                                  and (o["objective"], o["seconds_per_sample"]) != (r["objective"], r["seconds_per_sample"])
+                                  and (o["objective"], o["seconds_per_sample"])
+                                  != (r["objective"], r["seconds_per_sample"])
                                   for o in done)
     if not done:
         return None
@@ -128,17 +130,19 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def trials_table(rows: list[dict[str, Any]], best: dict[str, Any] | None, objective: str = "objective") -> str:
-    """A markdown table of a search: trial, settings, objective with its 95% interval, prompts scored, cost,
-    status; the best trial marked ★ (and Pareto-optimal trials ◆ in a two-objective search)."""
+    """A markdown table of a search: trial, one column per searched sample setting, objective with its 95%
+    interval, prompts scored, cost, status; the best trial marked ★ (and Pareto-optimal trials ◆ in a
+    two-objective search)."""
     import pandas as pd
 
     best_id = best["trial_id"] if best else None
+    settings = list(dict.fromkeys(k for r in rows for k in r["sample"]))
     out = []
     for r in rows:
         ci = f" [{_fmt(r['ci'][0], 4)}, {_fmt(r['ci'][1], 4)}]" if r.get("ci") else ""
         mark = ("★" if r["trial_id"] == best_id else "") + ("◆" if r.get("pareto") else "")
-        out.append([mark, r["trial_id"], ", ".join(f"{k}={v}" for k, v in r["sample"].items()),
+        out.append([mark, r["trial_id"], *(str(r["sample"].get(k, "—")) for k in settings),
                     f"{_fmt(r['objective'], 4)}{ci}", str(r["prompts_scored"] or 0),
                     _fmt(r["seconds_per_sample"]), _fmt(r["nfe_per_sample"]), r["status"]])
-    return pd.DataFrame(out, columns=["best", "trial", "settings", objective, "prompts", "s/sample", "NFE/sample",
+    return pd.DataFrame(out, columns=["best", "trial", *settings, objective, "prompts", "s/sample", "NFE/sample",
                                       "status"]).to_markdown(index=False, disable_numparse=True)

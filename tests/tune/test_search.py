@@ -56,12 +56,25 @@ def _check_structure(uri, res, spec, model_run):
     return kids, best
 
 
-def test_fm_search_records_parent_children_and_best_and_loads_the_model_once(trained_runs, tune_home,
-                                                                             ray_two_cpus):
+@pytest.fixture(scope="module")
+def fm4(trained_runs, tune_home, ray_two_cpus):
+    """The 4-trial FM search (Euler 2 / 4 steps x CFG 1 / 3) over the trained FM model."""
     from arfm.tune.search import run_search
 
+    return run_search(trained_runs["fm"], FM4, tracking_uri=tune_home[1], name="fm4")
+
+
+@pytest.fixture(scope="module")
+def ar4(trained_runs, tune_home, ray_two_cpus):
+    """The 4-trial AR search (temperature 1.2 / 2.0 x top-p 0.8 / top-k 250) over the trained AR model."""
+    from arfm.tune.search import run_search
+
+    return run_search(trained_runs["ar"], AR4, tracking_uri=tune_home[1], name="ar4")
+
+
+def test_fm_search_records_parent_children_and_best_and_loads_the_model_once(trained_runs, tune_home, fm4):
     _, uri = tune_home
-    res = run_search(trained_runs["fm"], FM4, tracking_uri=uri, name="fm4")
+    res = fm4
     kids, best = _check_structure(uri, res, FM4, trained_runs["fm"])
     assert {(k.data.params["sample.cfg"], k.data.params["sample.steps"]) for k in kids} == {
         ("1.0", "2"), ("1.0", "4"), ("3.0", "2"), ("3.0", "4")}
@@ -77,7 +90,7 @@ def test_fm_search_records_parent_children_and_best_and_loads_the_model_once(tra
     from arfm.generate import Generator
 
     gen = Generator.load(trained_runs["fm"], tracking_uri=uri, device="cpu")
-    cfg = evaluation_config(gen.cfg, {"sample": tracking.tuned_sampling(trained_runs["fm"], uri)["sample"]})
+    cfg = evaluation_config(gen.cfg, {"sample": res.best["sample"]})
     prompts = load_prompts(cfg, 4, 1.0, gen.sample_rate)
     background = load_background(cfg, 1.0, gen.sample_rate, {p["id"] for p in prompts})
     audio = generate_variant(gen, prompts, {"sample": {}}, cfg, 1.0)["audio"]
@@ -87,16 +100,15 @@ def test_fm_search_records_parent_children_and_best_and_loads_the_model_once(tra
     assert tuple(fad["ci"]) == pytest.approx((best.data.metrics["ci/fad_lo"], best.data.metrics["ci/fad_hi"]))
 
 
-def test_ar_search_and_arfm_evaluate_samples_with_its_best_unless_told_otherwise(trained_runs, tune_home,
-                                                                                ray_two_cpus, tmp_path):
+def test_ar_search_and_arfm_evaluate_samples_with_its_best_unless_told_otherwise(trained_runs, tune_home, ar4,
+                                                                                tmp_path):
     from typer.testing import CliRunner
 
     from arfm.cli import app
     from arfm.models.patterns import n_steps
-    from arfm.tune.search import run_search
 
     _, uri = tune_home
-    res = run_search(trained_runs["ar"], AR4, tracking_uri=uri, name="ar4")
+    res = ar4
     kids, best = _check_structure(uri, res, AR4, trained_runs["ar"])
     assert {k.data.metrics["nfe_per_sample"] for k in kids} == {float(n_steps(50, 4))}  # 1 s at 50 Hz, 4 codebooks
     want = res.best["sample"]
@@ -118,6 +130,40 @@ def test_ar_search_and_arfm_evaluate_samples_with_its_best_unless_told_otherwise
     tags = tracking.client(uri).get_run(trained_runs["ar"]).data.tags
     assert out.exit_code == 0 and tags["eval/sample_from"] == "the run's own sample settings"
     assert tags["eval/sample.temperature"] == "1.0"  # the run's own
+
+
+def _md_rows(block: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in ``block`` as ``{column: cell}``."""
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def test_the_report_shows_each_search_from_mlflow(trained_runs, tune_home, fm4, ar4, tmp_path):
+    """The study report (as the grid's report stage writes it, from the MLflow store alone) has a section with
+    one table per search: each trial's searched settings and objective as its child run logged them, the best
+    (lowest objective) marked, and how the trials were searched and scored."""
+    from arfm.evaluate.report import write_report
+
+    _, uri = tune_home
+    text = write_report("tune-test", out=tmp_path, uri=uri, log=False).path.read_text()
+    section = text.split("\n## Sampling searches")[1].split("\n## ")[0]
+    c = tracking.client(uri)
+    for res, spec, paradigm in ((fm4, FM4, "fm"), (ar4, AR4, "ar")):
+        block = section.split(f"\n### {res.name} — ")[1].split("\n### ")[0]
+        assert block.startswith(f"{paradigm.upper()} model `{trained_runs[paradigm][:8]}`")
+        assert f"Searcher grid, space `{spec['name']}`; objective fad (minimized) (fad: mel-offline vs 4 train " \
+               "clips" in block and f"Search run `{res.parent_run_id[:8]}`" in block
+        rows = {r["trial"]: r for r in _md_rows(block)}
+        kids = {k.data.tags["tune/trial_id"]: k for k in _children(uri, res.parent_run_id)}
+        assert set(rows) == set(kids) and len(rows) == 4
+        for trial, kid in kids.items():
+            settings = {k.removeprefix("sample."): v for k, v in kid.data.params.items() if k.startswith("sample.")}
+            assert {k: rows[trial][k] for k in settings} == settings
+            assert rows[trial]["objective [95% interval]"].split(" [")[0] == f"{kid.data.metrics['objective']:.4g}"
+        best = min(kids, key=lambda t: kids[t].data.metrics["objective"])
+        assert [t for t, r in rows.items() if r["best"] == "★"] == [best]
+        assert c.get_run(res.parent_run_id).data.tags["tune/best_trial"] == best
 
 
 def _wait_for(predicate, timeout: float, what: str):
