@@ -28,10 +28,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arfm.serving.config import Limits
 from arfm.serving.schemas import ErrorBody, GenerateRequest, GenerateResult, Health, InpaintForm, ModelInfo, \
     SampleOverrides
+
+MAX_PROMPT_CHARS_BODY_MB = 16  # JSON bodies up to this much beyond a clip are read and validated field by field
 
 app = FastAPI(
     title="arfm",
@@ -62,6 +65,15 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     return JSONResponse(status_code=422, content=jsonable_encoder({"detail": items}))
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI answers a body it cannot even decode (not UTF-8, a broken multipart form) with a bare 400: answer it
+    as any other invalid body, a 422 naming the body."""
+    if exc.status_code == 400:
+        return _error(422, ["body"], f"cannot be parsed: {exc.detail}", "body_invalid")
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+
+
 @app.middleware("http")
 async def _limit_upload(request: Request, call_next):
     limit = request.app.state.max_body_bytes if hasattr(request.app.state, "max_body_bytes") else None
@@ -76,14 +88,27 @@ def _validation_error(exc: ValidationError, prefix: tuple = ("body",)) -> Reques
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors()])
 
 
+def _document_models(names: list[str]) -> dict[str, Any]:
+    """The OpenAPI document with the served model names as the values of every `model` field."""
+    app.openapi_schema = None
+    schema = app.openapi()
+    for component in schema["components"]["schemas"].values():
+        prop = component.get("properties", {}).get("model")
+        if prop is not None:
+            prop["anyOf"] = [{"type": "string", "enum": names}, {"type": "null"}]
+    return schema
+
+
 @serve.deployment(name="api", max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Api:
     def __init__(self, models: dict[str, Any], limits: dict[str, Any]) -> None:
         self.models = models  # name -> DeploymentHandle of its ModelServer
         self.limits = Limits.model_validate(limits)
-        app.state.max_body_bytes = int((self.limits.max_upload_mb + 1) * 2**20)
+        # a clip (base64 in JSON: 4/3 of it) plus room for a long prompt to reach validation and be named
+        app.state.max_body_bytes = int((self.limits.max_upload_mb * 4 / 3 + MAX_PROMPT_CHARS_BODY_MB) * 2**20)
         self._infos: list[dict[str, Any]] | None = None
+        app.openapi_schema = _document_models(list(models))
 
     # ------------------------------------------------------------------------------------- helpers
     def _handle(self, name: str | None):

@@ -46,6 +46,7 @@ class Job:
     request: GenerationRequest
     sample: SampleConfig
     key: tuple
+    cancelled: bool = False  # its caller went away: generate nothing for it
 
 
 def api_field(message: str) -> tuple[str, str]:
@@ -70,6 +71,7 @@ class ModelServer:
         self.model = LoadedModel(self.spec)
         self.batch = self.spec.batch
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._turn = asyncio.Lock()  # one batch generates at a time, whatever its queue
         self._queues: dict[tuple, Any] = {}
         self._waiting: Counter = Counter()
         self.batch_sizes: Counter = Counter()
@@ -108,6 +110,7 @@ class ModelServer:
         try:
             result = await queue(job)
         except asyncio.CancelledError:
+            job.cancelled = True
             self.cancelled += 1
             raise
         finally:
@@ -201,18 +204,24 @@ class ModelServer:
         return fn
 
     async def _run_batch(self, jobs: list[Job]) -> list[Any]:
-        self.batch_sizes[len(jobs)] += 1
-        loop = asyncio.get_running_loop()
-        self.running += 1
-        try:
-            results = await loop.run_in_executor(self._pool, self._generate, jobs)
-        except Exception as exc:
-            self.last_failure = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.running -= 1
+        """Generate a batch once the replica is free; requests cancelled meanwhile are left out (Serve drops the
+        ones cancelled before their batch was formed, this the ones cancelled while it waited for another)."""
+        async with self._turn:
+            live = [j for j in jobs if not j.cancelled]
+            if not live:
+                return [None] * len(jobs)
+            self.batch_sizes[len(live)] += 1
+            self.running += 1
+            try:
+                results = await asyncio.get_running_loop().run_in_executor(self._pool, self._generate, live)
+            except Exception as exc:
+                self.last_failure = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                self.running -= 1
         self.last_ok, self.last_failure = time.monotonic(), None
-        return results
+        by_job = dict(zip(map(id, live), results))
+        return [by_job.get(id(j)) for j in jobs]
 
     def _generate(self, jobs: list[Job]) -> list[Any]:
         return self.model.gen.generate([j.request for j in jobs], sample=jobs[0].sample, batch_size=len(jobs))
