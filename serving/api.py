@@ -88,6 +88,16 @@ def _validation_error(exc: ValidationError, prefix: tuple = ("body",)) -> Reques
     return RequestValidationError([{**e, "loc": (*prefix, *e["loc"])} for e in exc.errors()])
 
 
+async def wait_or_cancel(response: Any, timeout_s: float) -> Any:
+    """Await a model deployment's response; when it passes ``timeout_s`` or its caller is cancelled (the client
+    went away), cancel it too (Serve then drops it from the replica's queue) and re-raise."""
+    try:
+        return await asyncio.wait_for(response, timeout_s)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        response.cancel()
+        raise
+
+
 def _document_models(names: list[str]) -> dict[str, Any]:
     """The OpenAPI document with the served model names as the values of every `model` field."""
     app.openapi_schema = None
@@ -123,16 +133,11 @@ class Api:
         return name, self.models[name]
 
     async def _call(self, name: str, handle, body: dict[str, Any], audio: bytes | None) -> Response:
-        response = handle.generate.remote(body, audio)
         try:
-            out = await asyncio.wait_for(response, self.limits.request_timeout_s)
+            out = await wait_or_cancel(handle.generate.remote(body, audio), self.limits.request_timeout_s)
         except asyncio.TimeoutError:
-            response.cancel()
             return _error(504, ["request"], f"not done after the server's timeout of "
                           f"{self.limits.request_timeout_s:g} s; cancelled", "timeout")
-        except asyncio.CancelledError:  # the client went away: drop its place in the model's queue
-            response.cancel()
-            raise
         if "error" in out:
             field = out["error"]["field"]
             return _error(422, ["body", *field.split(".")], out["error"]["message"])
