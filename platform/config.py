@@ -186,6 +186,10 @@ class EvalConfig(_Section):
     clap_checkpoint: str | None = None
     aesthetics_checkpoint: str | None = None
     euler_steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 200])
+    variant_metrics: Literal["tables", "all"] = Field(
+        "tables", description="'tables': a variant other than the default scores the metrics its table shows "
+        "(solver and inpainting variants: FAD, CLAP, aesthetics; a single control: those and its own adherence "
+        "metric); 'all': every metric for every variant")
     extra_solvers: list[Literal["midpoint", "heun", "dopri5"]] = Field(
         default_factory=list, description="FM: solvers also evaluated as variants (table 8), each with "
         "sample.steps when fixed-step; the run's own solver is the default variant")

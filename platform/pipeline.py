@@ -75,6 +75,7 @@ class StudyRunner:
         self.console = console or Console()
         self.address = address
         self.timings: dict[str, float] = {}
+        self._started: dict[str, float] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -265,6 +266,7 @@ class StudyRunner:
             while items and len(pending) < limit:
                 name, remote, args = items.pop(0)
                 pending[remote.remote(*args)] = name
+                self._started[name] = time.time()
                 self.log(f"{name}: started")
                 if started:
                     started(name)
@@ -309,8 +311,8 @@ class StudyRunner:
         if not todo:
             return True
         # A job generates (one thread), then waits on its metric tasks (one CPU each): it holds no CPU itself,
-        # so as many jobs as CPUs keep the machine busy while one generates and another's metrics run.
-        limit = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # so one job more than CPUs keeps every CPU busy while jobs generate and others' metrics run.
+        limit = max(1, int(ray.cluster_resources().get("CPU", 1)) + 1)
         return self._run_limited(todo, limit, "evaluated")
 
     def stage_report(self) -> None:
@@ -337,7 +339,7 @@ class StudyRunner:
             if results is not None:
                 results.append({"cell": name, "stopped": "FAILED"})
             return False
-        self.log(f"[green]{name}: {verb}[/green] (run {result.get('run_id', '?')})")
+        self.log(f"[green]{name}: {verb}[/green] (run {result.get('run_id', '?')}, {time.time() - self._started[name]:.0f} s)")
         if results is not None:
             results.append({"cell": name, **result})
         return True

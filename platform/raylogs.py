@@ -12,14 +12,25 @@ import contextlib
 import logging
 
 
+def _console_handlers() -> list[logging.Handler]:
+    """The handlers of Ray Data's logger that write to the console (its session log file is kept as is)."""
+    import ray.data  # noqa: F401 - configures Ray Data's loggers
+
+    return [h for h in logging.getLogger("ray.data").handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and "File" not in type(h).__name__]
+
+
 def quiet_ray_data() -> None:
-    """No Ray Data progress bars or execution banners on the console in this process."""
+    """No Ray Data progress bars, execution banners or warnings on the console in this process: only errors.
+    Everything still goes to Ray Data's log file of the session."""
     from ray.data import DataContext
 
+    for h in _console_handlers():
+        h.setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -28,11 +39,12 @@ def ray_data_quiet():
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    logger = logging.getLogger("ray.data")
-    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, logger.level)
+    handlers = [(h, h.level) for h in _console_handlers()]
+    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start)
     quiet_ray_data()
     try:
         yield
     finally:
-        ctx.enable_progress_bars, ctx.print_on_execution_start = saved[:2]
-        logger.setLevel(saved[2])
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+        for h, level in handlers:
+            h.setLevel(level)

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+# arfm's jobs download artifacts many at a time (the report reads every run's evaluation): no per-file bar
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
 

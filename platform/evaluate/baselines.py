@@ -83,18 +83,21 @@ def evaluate_audio_baselines(cfg: JobConfig, kinds: tuple[str, ...] = AUDIO_KIND
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     uri = tracking.tracking_uri(cfg)
-    runs = {}
+    outputs = {}
     for kind in kinds:
         t0 = time.perf_counter()
         refs = [p["reference"] for p in prompts]
         audio = refs if kind == "reference" else [_round_trip(codec, a, kind == "codec_tokens") for a in refs]
-        outputs = {"": {"audio": audio, "info": [{}] * len(audio), "seconds": time.perf_counter() - t0}}
+        outputs[kind] = {"audio": audio, "info": [{}] * len(audio), "seconds": time.perf_counter() - t0}
+    # scored together (FAD's real set embedded once), each with every metric, logged as its own run
+    scored = score_variants(outputs, prompts, codec.sample_rate, cfg, background, every_metric=True)
+    runs = {}
+    for kind in kinds:
         variants = {"": {"sample": {}}}
-        scores = score_variants(outputs, prompts, codec.sample_rate, cfg, background)
-        metrics, table = summarize(scores, outputs, variants, prompts, notes)
+        metrics, table = summarize({"": scored[kind]}, {"": outputs[kind]}, variants, prompts, notes)
         _, run_id = _start(cfg, kind, audio_cell(cfg, kind), "", {"codec": codec.identity})
         try:
-            _log(uri, run_id, metrics, table, outputs, variants, prompts, codec.sample_rate, cfg)
+            _log(uri, run_id, metrics, table, {"": outputs[kind]}, variants, prompts, codec.sample_rate, cfg)
         except BaseException:
             tracking.finish_run(uri, run_id, "FAILED")
             raise

@@ -318,8 +318,9 @@ def fad_interval(gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], level: fl
 def fad_score(generated: Sequence[Any], reference: Sequence[Any] | None, sample_rate: int,
               model: str = OFFLINE_MODEL, *, ref_stats: tuple[np.ndarray, np.ndarray] | None = None,
               bootstrap: int = 1000, seed: int = 0, checkpoint: str | None = None,
-              loader=None) -> MetricResult:
-    """FAD of ``generated`` clips against ``reference`` clips (or precomputed ``ref_stats``).
+              loader=None, ref_embeddings: Sequence[np.ndarray] | None = None) -> MetricResult:
+    """FAD of ``generated`` clips against ``reference`` clips (or their ``ref_embeddings`` from :func:`embed`, or
+    precomputed ``ref_stats``).
 
     Returns a :class:`MetricResult` named ``fad`` whose ``method`` is the embedding model name, with
     ``extra = {"model", "n", "n_eval", "n_ref", "frames_eval", "ci_method"}``. The value is fadtk's plug-in
@@ -341,11 +342,12 @@ def fad_score(generated: Sequence[Any], reference: Sequence[Any] | None, sample_
     gen = embed(generated, sample_rate, loader)
     ref = None
     if ref_stats is None:
-        if not reference:
+        if not reference and ref_embeddings is None:
             return MetricResult.skip("fad", "no reference clips", model)
         from fadtk.fad import calc_embd_statistics
 
-        ref = embed(reference, sample_rate, loader)
+        # the reference set's embeddings, when the caller embedded it once for many evaluated sets
+        ref = list(ref_embeddings) if ref_embeddings is not None else embed(reference, sample_rate, loader)
         ref_stats = calc_embd_statistics(np.concatenate(ref, axis=0).astype(np.float64))
     value = frechet_from_embeddings(gen, ref_stats=ref_stats)
     ci, ci_method = None, "none"

@@ -44,7 +44,11 @@ def _metric_task(kind: str, audios: list[np.ndarray], refs: list[Any], captions:
     if kind in ("fad", "fad2"):
         from arfm.evaluate.fad import fad_score
 
-        r = fad_score(audios, refs, sample_rate, model=cfg_eval["fad_model" if kind == "fad" else "fad_second"])
+        model = cfg_eval["fad_model" if kind == "fad" else "fad_second"]
+        if isinstance(refs, dict):  # {"embeddings": [...]} of the reference set, embedded once for every variant
+            r = fad_score(audios, None, sample_rate, model=model, ref_embeddings=refs["embeddings"])
+        else:
+            r = fad_score(audios, refs, sample_rate, model=model)
         r.name = kind
         if r.value is not None and cfg_eval.get("fad_reference_desc"):
             r.method = f"{r.method} vs {cfg_eval['fad_reference_desc']}"  # what the real set was
@@ -99,22 +103,53 @@ def fad_reference_desc(background: list[np.ndarray] | None) -> str:
     return f"{len(background)} train clips" if background else "the prompts' reference clips"
 
 
+def _embed_task(model: str, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any]:
+    """FAD's reference set embedded once (``{"embeddings": [frames x D per clip]}``) for every variant's task."""
+    from arfm.evaluate.fad import FADModelUnavailable, embed, get_loader
+
+    try:
+        return {"embeddings": embed(clips, sample_rate, get_loader(model))}
+    except FADModelUnavailable:
+        return {"embeddings": None}
+
+
+# What each variant's table reports (``eval.variant_metrics=tables``): the default sampling scores every metric;
+# the other variants the columns of their table (table 8: solvers; table 4: inpainting; table 3: single controls).
+_SET_QUALITY = ("fad", "fad2", "clap", "aesthetics")
+_SINGLE = {"single_chords": "chord_iou", "single_melody": "melody_sim", "single_drums": "beat_f1"}
+
+
+def variant_metrics(variant: str, kinds: list[str], mode: str = "tables") -> list[str]:
+    """The metrics scored for ``variant``: all of ``kinds`` (``mode=all`` or the default variant), else what the
+    variant's table shows."""
+    if mode == "all" or not variant:
+        return list(kinds)
+    keep = set(_SET_QUALITY) | ({_SINGLE[variant]} if variant in _SINGLE else set())
+    return [k for k in kinds if k in keep]
+
+
 def score_variants(variants: dict[str, dict[str, Any]], prompts: list[dict[str, Any]], sample_rate: int,
-                   cfg: JobConfig, background: list[np.ndarray] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every (variant, metric) pair as one Ray task; ``{variant: {metric: result dict}}``."""
+                   cfg: JobConfig, background: list[np.ndarray] | None = None,
+                   every_metric: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every (variant, metric) pair as one Ray task; ``{variant: {metric: result dict}}``. The metrics of a variant
+    follow ``eval.variant_metrics`` (:func:`variant_metrics`) unless ``every_metric``."""
     import ray
 
     task = ray.remote(num_cpus=1, max_retries=1)(_metric_task)
     cfg_eval = {**cfg.eval.model_dump(), "fad_reference_desc": fad_reference_desc(background)}
     captions = [p["caption"] for p in prompts]
-    # the references are the same for every variant: into the object store once
+    # the references are the same for every variant: into the object store once; FAD's set embedded once
     refs_by_metric = metric_references(prompts, background, second_fad=bool(cfg.eval.fad_second))
     shared = {kind: ray.put(ref_list) for kind, ref_list in refs_by_metric.items()}
+    embedder = ray.remote(num_cpus=1, max_retries=1)(_embed_task)
+    for kind, model in (("fad", cfg.eval.fad_model), ("fad2", cfg.eval.fad_second)):
+        if kind in shared and len(variants) > 1:
+            shared[kind] = embedder.remote(model, shared[kind], sample_rate)
     refs: dict[Any, tuple[str, str]] = {}
     for variant, out in variants.items():
         audios = ray.put(out["audio"])
-        for kind, ref_list in shared.items():
-            refs[task.remote(kind, audios, ref_list, captions, sample_rate, cfg_eval)] = (variant, kind)
+        for kind in variant_metrics(variant, list(shared), "all" if every_metric else cfg.eval.variant_metrics):
+            refs[task.remote(kind, audios, shared[kind], captions, sample_rate, cfg_eval)] = (variant, kind)
     scores: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
     for ref, (variant, _) in refs.items():
         for row in ray.get(ref):
@@ -132,7 +167,8 @@ def _span(n_seconds: float, rng: np.random.Generator) -> tuple[float, float]:
 
 def build_variants(gen: Any, cfg: JobConfig, single_controls: bool = True) -> dict[str, dict[str, Any]]:
     """Variant name ("" for the default) -> ``{"sample": overrides, "controls": names|None, "inpaint": mode}``.
-    ``single_controls=False`` leaves out the one-control-at-a-time variants (the untrained floor models)."""
+    ``single_controls=False`` (the untrained floor models) keeps the default sampling and inpainting only: no
+    one-control-at-a-time, fixed-step or extra-solver variants."""
     variants: dict[str, dict[str, Any]] = {}
     model_cfg = gen.cfg.model
     if model_cfg.inpainting != "none":
@@ -140,7 +176,7 @@ def build_variants(gen: Any, cfg: JobConfig, single_controls: bool = True) -> di
         return variants
     variants[""] = {"sample": {}, "controls": list(model_cfg.controls) or None}
     if gen.paradigm == "fm":
-        for steps in cfg.eval.euler_steps:
+        for steps in (cfg.eval.euler_steps if single_controls else []):
             if not (cfg.sample.solver == "euler" and cfg.sample.steps == steps):
                 variants[f"euler{steps}"] = {"sample": {"solver": "euler", "steps": steps}}
             else:
@@ -296,7 +332,9 @@ def evaluate_run(cfg: JobConfig | None = None, run_id: str | None = None, model:
         eval_cfg = evaluation_config(gen.cfg, layer)
     seconds = float(eval_cfg.sample.seconds or gen.cfg.data.segment_seconds)
     notes: list[str] = []
-    prompts = load_prompts(eval_cfg, n or eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
+    if n:  # --n: the count asked is the evaluation's own setting (logged with the others)
+        eval_cfg = eval_cfg.model_copy(update={"eval": eval_cfg.eval.model_copy(update={"n_samples": int(n)})})
+    prompts = load_prompts(eval_cfg, eval_cfg.eval.n_samples, seconds, gen.sample_rate, notes)
     background = load_background(eval_cfg, seconds, gen.sample_rate, {p["id"] for p in prompts}, notes)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from arfm.evaluate import report_baselines
 from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot_table2
+from arfm.evaluate.job import INPAINT_SPAN_FRAC
 from arfm.evaluate.results import METRICS
 from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
 from arfm.evaluate.sound import sound_section
@@ -245,7 +246,7 @@ def table4(ctx: _Ctx, gen: list[RunView], base: list[RunView] = ()) -> str:
             ["FM (zero-shot)"] + _metric_row(ctx, latest(zs), metrics, "inpaint_zs/")]
     frs = {r.frame_rate for r in inp + zs if r.frame_rate}
     rows += _base_rows(ctx, list(base), "4", metrics, lambda label: [label], next(iter(frs)) if len(frs) == 1 else None)
-    return ("## Table 4 — inpainting (5 s masked span)\n\n"
+    return (f"## Table 4 — inpainting (the middle {INPAINT_SPAN_FRAC:.0%} of each clip masked)\n\n"
             + _md_table(["Model", "n"] + _headers(metrics, fad_h) + ["run"], rows))
 
 

@@ -134,7 +134,7 @@ class RunView:
                 ci = e.get("ci") or (None, None)
                 how = SET_BOOTSTRAP if ci[0] is not None else "none"
                 return Stat(Summary(e.get("value"), ci[0], ci[1], int(e.get("n") or 0), method=how),
-                            method=e.get("model") or method, fallback=fallback)
+                            method=method or e.get("model"), fallback=fallback)
         mk = f"eval/{key}"
         if mk in self.metrics:
             return Stat(Summary(self.metrics[mk], None, None, self.n or 0, method="none"), method=method,

@@ -149,21 +149,44 @@ def synth_clips():
 CORPUS_SECONDS = 1.5
 
 
-@pytest.fixture(scope="session")
-def two_clip_corpus(tmp_path_factory):
-    """A dataset folder with two labelled clips of the synthetic corpus, both in the valid split."""
+def labelled_corpus(root, n_valid: int, n_train: int = 0, seed: int = 5, seconds: float = CORPUS_SECONDS):
+    """A dataset folder of synthetic clips with their labels: ``c0 ...`` in the valid split, then train clips."""
     from arfm.data.manifest import save_audio, write_manifest
     from arfm.data.synth import generate_clip
 
-    root = tmp_path_factory.mktemp("corpus")
     rows = []
-    for i in range(2):
-        clip = generate_clip(seed=5, index=i, seconds=CORPUS_SECONDS)
+    for i in range(n_valid + n_train):
+        clip = generate_clip(seed=seed, index=i, seconds=seconds)
         save_audio(root / "audio" / f"c{i}.wav", clip.audio, SR)
-        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption, "split": "valid",
-                     "seconds": CORPUS_SECONDS, "sample_rate": SR, "labels": clip.labels})
+        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption,
+                     "split": "valid" if i < n_valid else "train", "seconds": seconds, "sample_rate": SR,
+                     "labels": clip.labels})
     write_manifest(root, rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def two_clip_corpus(tmp_path_factory):
+    """A dataset folder with two labelled clips of the synthetic corpus, both in the valid split."""
+    return labelled_corpus(tmp_path_factory.mktemp("corpus"), 2)
+
+
+@pytest.fixture(scope="session")
+def corpus_with_train(tmp_path_factory):
+    """Two valid clips (the prompts) and three train clips (FAD's real set)."""
+    return labelled_corpus(tmp_path_factory.mktemp("corpus5"), 2, 3, seed=9)
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus():
+    """A Ray instance of two CPUs for the tests of one module that run evaluation jobs."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 def save_tiny_model(out, paradigm: str, dataset, extra=()):

@@ -10,25 +10,8 @@ from arfm.config import resolve
 SR = 32000
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Two valid clips (the prompts) and three train clips (FAD's real set), 1.5 s each, with their labels."""
-    from arfm.data.manifest import save_audio, write_manifest
-    from arfm.data.synth import generate_clip
-
-    root = tmp_path_factory.mktemp("corpus5")
-    rows = []
-    for i in range(5):
-        clip = generate_clip(seed=9, index=i, seconds=1.5)
-        save_audio(root / "audio" / f"c{i}.wav", clip.audio, SR)
-        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "caption": clip.caption,
-                     "split": "valid" if i < 2 else "train", "seconds": 1.5, "sample_rate": SR,
-                     "labels": clip.labels})
-    write_manifest(root, rows)
-    return root
-
-
-def test_fads_real_set_is_train_clips_never_a_prompt(corpus):
+def test_fads_real_set_is_train_clips_never_a_prompt(corpus_with_train):
+    corpus = corpus_with_train
     from arfm.evaluate.prompts import load_background, load_prompts
 
     cfg = resolve("tiny", overrides=[f"data.dataset={corpus}", "eval.fad_reference_clips=2"])
@@ -48,20 +31,10 @@ def test_fads_real_set_is_train_clips_never_a_prompt(corpus):
     assert load_background(prompts_only, 1.0, SR, set()) is None
 
 
-@pytest.fixture(scope="module")
-def ray_two_cpus():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_ceiling_and_floor_runs_and_their_rows_in_the_report(corpus, tmp_path, tiny_model, ray_two_cpus,
+def test_ceiling_and_floor_runs_and_their_rows_in_the_report(corpus_with_train, tmp_path, tiny_model, ray_two_cpus,
                                                             monkeypatch):
+    corpus = corpus_with_train
     from arfm import tracking
     from arfm.evaluate.baselines import evaluate_audio_baselines, evaluate_untrained
     from arfm.evaluate.chords import chord_iou_metric

@@ -130,17 +130,6 @@ def test_every_variant_samples_with_the_evaluations_config(run_cfg, tmp_path, tw
 
 
 # ----------------------------------------------------------------------------------------------- end to end
-@pytest.fixture(scope="module")
-def ray_two_cpus():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_arfm_evaluate_logs_what_it_used_on_the_run(tmp_path, two_clip_corpus, tiny_model, ray_two_cpus,
                                                    monkeypatch):
