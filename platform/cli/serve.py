@@ -100,8 +100,8 @@ def _apply_flags(cfg, **flags):
 
 
 def bench(
-    preset: Annotated[str, typer.Option("--preset", "-p", help="benchmark size: tiny (CPU, minutes) | small | "
-                                        "paper (GPU)")] = "tiny",
+    preset: Annotated[str, typer.Option("--preset", "-p", help="benchmark size: tiny (CPU, minutes) | "
+                                        "paper (GPU) | smoke (seconds; checks the benchmark runs)")] = "tiny",
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for bench.json and the PNG plots")] = Path(
         "runs/bench/inference"),
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when available)")] = None,
@@ -131,7 +131,8 @@ def bench(
         fail(str(exc))
         return
     for key, value in report["ratios"].items():
-        typer.echo(f"{key:24s} {value['value']:.3f}  (target {value['target']})")
+        typer.echo(f"{key:24s} {value['value']:.3f}  (target {value['target']}: "
+                   f"{'met' if value['met'] else 'MISSED'})")
     typer.echo(f"wrote {out / 'bench.json'}")
 
 
