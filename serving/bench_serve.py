@@ -30,10 +30,12 @@ def _free_port() -> int:
 
 
 def bench_config(job_preset: str, layers: list[int], max_seconds: float, threads: int, max_batch: int,
-                 wait_s: float) -> ServeConfig:
+                 wait_s: float, largest_batch: int | None = None) -> ServeConfig:
+    """``largest_batch``: the largest batch any point will ask for (sets ``max_ongoing_requests``)."""
     models = [{"name": f"{p}-L{n}", "random_init": p, "preset": job_preset, "set": [f"model.layers={n}"],
                "max_seconds": max_seconds, "threads": threads, "ray_actor_options": {"num_cpus": 0},
-               "batch": {"max_batch_size": max_batch, "batch_wait_timeout_s": wait_s}, "health_probe_s": 3600}
+               "batch": {"max_batch_size": max_batch, "batch_wait_timeout_s": wait_s}, "health_probe_s": 3600,
+               "max_ongoing_requests": 2 * max(max_batch, largest_batch or 0)}
               for n in layers for p in ("ar", "fm")]
     return validate({"port": _free_port(), "models": models, "app_name": "arfm-bench",
                      "limits": {"max_steps": 1000, "request_timeout_s": 3600}})
@@ -55,23 +57,24 @@ class ServeBench:
             ray.init(include_dashboard=False, log_to_driver=False)
         self.cfg = cfg
         self.url = start(cfg)
-        self._batch: dict[str, dict[str, Any]] = {}
+        self._batch: dict[str, dict[str, Any]] = {m.name: m.batch.model_dump() for m in cfg.models}
 
     def close(self) -> None:
         from ray import serve
 
         serve.delete(self.cfg.app_name)
 
-    def set_batch(self, model: str, max_batch_size: int, wait_s: float) -> None:
-        """Reconfigure one model's ``@serve.batch`` settings on its live replica (``user_config``)."""
+    def set_batch(self, models: list[str], max_batch_size: int, wait_s: float) -> None:
+        """Reconfigure these models' ``@serve.batch`` settings on their live replicas (``user_config``), in one
+        redeployment (each takes seconds)."""
         from ray import serve
 
         from arfm.serving.app import compose
 
         want = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s}
-        if self._batch.get(model) == want:
+        if all(self._batch.get(m) == want for m in models):
             return
-        self._batch[model] = want
+        self._batch.update({m: want for m in models})
         overrides = {f"model-{m}": {"user_config": b} for m, b in self._batch.items()}
         serve.run(compose(self.cfg, overrides), name=self.cfg.app_name, route_prefix=self.cfg.route_prefix)
 
@@ -95,9 +98,11 @@ class ServeBench:
         wall, res = asyncio.run(go())
         return {"wall_s": wall, "latencies_s": [r[0] for r in res], "batch_sizes": sorted({r[1] for r in res})}
 
-    def point(self, model: str, batch: int, seconds: float, sample: dict[str, Any], repeats: int) -> dict[str, Any]:
-        """One figure point: ``batch`` requests generated as one batch; the median of ``repeats`` after a warm-up."""
-        self.set_batch(model, batch, 5.0)  # the batch closes when the burst has arrived, not after the wait
+    def point(self, model: str, batch: int, seconds: float, sample: dict[str, Any], repeats: int,
+              together: list[str] = ()) -> dict[str, Any]:
+        """One figure point: ``batch`` requests generated as one batch; the median of ``repeats`` after a warm-up.
+        ``together``: other models given the same batch settings now (one redeployment for all)."""
+        self.set_batch([model, *together], batch, 5.0)  # the batch closes when the burst has arrived, not after
         bodies = [{"model": model, "prompt": p, "seconds": seconds, "seed": i, "sample": sample}
                   for i, p in enumerate(_prompts(batch))]
         runs = [self.burst(bodies) for _ in range(repeats + 1)][1:]
@@ -113,7 +118,7 @@ class ServeBench:
         from arfm.generate import GenerationRequest
         from arfm.serving.models import LoadedModel
 
-        self.set_batch(model, max_batch, wait_s)
+        self.set_batch([model], max_batch, wait_s)
         spec = next(m for m in self.cfg.models if m.name == model)
         direct = LoadedModel(spec)  # the same spec: the same weights, sampling defaults and text encoder
         prompts = _prompts(n)
