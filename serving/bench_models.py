@@ -113,32 +113,18 @@ def peer_comparison(dims: dict[str, Any], frames: int, batches: list[int], repea
     return {"rows": rows, "ours_decoding": ours.decoding}
 
 
-def decode_modes(dims: dict[str, Any], frames: int, batches: list[int], repeats: int, device: torch.device,
-                 modes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Milliseconds per decoding step of each step execution mode (eager, compile ...), greedy, no CFG."""
-    model = build("ar", dims, device)
-    rows = []
-    for b in batches:
-        text, mask = _text(b, dims["text_len"], dims["text_dim"], device)
-        for mode in modes:
-            model.set_decoding(mode)
-            t = timed(lambda: model.generate(text, mask, frames, top_k=1, cfg=1.0), repeats, device)
-            rows.append({"batch": b, "mode": mode, "ms_per_step": 1e3 * statistics.median(t) / (frames + dims["n_codebooks"] - 1)})
-    model.set_decoding("eager")
-    return rows
-
-
 # ------------------------------------------------------------------------------------------------ steps
 def ar_step_vs_forward(dims: dict[str, Any], frames: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """One step of ``ARModel.generate`` (batch 1, greedy, no CFG: decode time / steps) over one bare cached forward
-    of the backbone (``Transformer.forward`` on one new step, at the middle of the same cache), and the parts of
-    the step: the heads' product and the embedding lookup, each timed alone."""
+    of the backbone (``Transformer.forward`` on one new step, at the middle of the same cache), and the heads'
+    product of one step timed alone."""
     import torch.nn.functional as F
 
     model = build("ar", dims, device)
     text, mask = _text(1, dims["text_len"], dims["text_dim"], device)
     steps = frames + dims["n_codebooks"] - 1
-    step = statistics.median(timed(lambda: model.generate(text, mask, frames, top_k=1, cfg=1.0), repeats, device)) / steps
+    step = statistics.median(timed(lambda: model.generate(text, mask, frames, top_k=1, cfg=1.0), repeats,
+                                   device)) / steps
     with torch.no_grad():
         memory, mmask = model.text(text, mask)
         cache = model.backbone.new_cache(steps)
