@@ -358,8 +358,8 @@ def model_run_id(source: str | Path, uri: str) -> str | None:
 @_retrying
 def tuned_sampling(run_id: str, uri: str) -> dict[str, Any] | None:
     """The sample settings a sampling search attached to the model of ``run_id`` (``arfm tune``), as
-    ``{"sample": {...}, "from": "..."}``, or None when no search attached any. ``arfm evaluate`` and the grid's
-    evaluation take them as the model's default sampling unless told otherwise."""
+    ``{"sample": {...}, "from": "..."}``, or None when no search attached any. ``arfm evaluate``, the grid and
+    ``arfm serve`` take them as the model's default sampling unless told otherwise."""
     tags = client(uri).get_run(run_id).data.tags
     if TUNED_SAMPLE_TAG not in tags:
         return None

@@ -32,6 +32,7 @@ def _register() -> None:
         ("arfm.cli.evaluate", "evaluate"),
         ("arfm.cli.tune", "tune"),
         ("arfm.cli.report", "report"),
+        ("arfm.cli.serve", "serve"),
     ]:
         try:
             mod = importlib.import_module(module)

@@ -30,7 +30,7 @@ def tune(
     does (objective: FAD unless the space file says otherwise), with the cost (seconds and NFE per sample).
     MLflow: one parent run for the search, one child run per trial. The best complete trial is logged on the
     parent run (tune/best.yaml) and attached to the model's run (tag tune/best_sample; a registered version
-    also gets the alias `tuned`): `arfm evaluate` and the grid's evaluation then sample with it unless told
+    also gets the alias `tuned`): `arfm evaluate`, the grid and `arfm serve` then sample with it unless told
     otherwise (--set sample.* wins; `arfm evaluate --untuned` ignores it). Settings: the model run's own config,
     then the sample / eval / tracking sections of --preset, --config and --set, as for `arfm evaluate`.
 

@@ -17,7 +17,7 @@ real set exactly as ``arfm evaluate`` does (:mod:`arfm.evaluate.job`), embeds th
 
 At the end the best complete trial (all prompts scored; trials that early stopping ended are not candidates) is
 recorded on the parent run (``tune/best.yaml``, ``tune/trials.json``) and attached to the model
-(:func:`arfm.tracking.attach_tuned_sampling`), which ``arfm evaluate`` and the grid's evaluation read back
+(:func:`arfm.tracking.attach_tuned_sampling`), which ``arfm evaluate``, the grid and ``arfm serve`` read back
 through :func:`arfm.tracking.tuned_sampling`.
 """
 

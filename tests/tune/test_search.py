@@ -132,6 +132,21 @@ def test_ar_search_and_arfm_evaluate_samples_with_its_best_unless_told_otherwise
     assert tags["eval/sample.temperature"] == "1.0"  # the run's own
 
 
+def test_arfm_serve_defaults_to_the_searched_sampling(trained_runs, tune_home, fm4):
+    """A served model's request default is its searched sampling, under the spec's own overrides."""
+    from arfm.serving.config import ModelSpec
+    from arfm.serving.models import LoadedModel
+
+    _, uri = tune_home
+    want = tracking.tuned_sampling(trained_runs["fm"], uri)
+    served = LoadedModel(ModelSpec(name="fm", source=trained_runs["fm"], tracking_uri=uri, device="cpu"))
+    assert {k: served.info()["sample"][k] for k in want["sample"]} == want["sample"]
+    assert served.info()["sample_from"] == f"tuned: {want['from']}"
+    served = LoadedModel(ModelSpec(name="fm", source=trained_runs["fm"], tracking_uri=uri, device="cpu",
+                                   sample={"cfg": 7.5}))
+    assert served.sample.cfg == 7.5 and served.sample.steps == want["sample"]["steps"]
+
+
 def _md_rows(block: str) -> list[dict[str, str]]:
     """The rows of the first markdown table in ``block`` as ``{column: cell}``."""
     lines = [ln for ln in block.splitlines() if ln.startswith("|")]
