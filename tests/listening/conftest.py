@@ -53,7 +53,7 @@ def build(root, name="s1", task="inpainting", systems=SYSTEMS, n_prompts=3, seco
     return store, store.study(name), token
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_study():
     """``make_study(root, name="s1", task="inpainting", systems=SYSTEMS, n_prompts=3, seconds=1.0, **settings)``."""
     return build
@@ -62,3 +62,68 @@ def make_study():
 @pytest.fixture(scope="session")
 def system_names():
     return SYSTEMS
+
+
+class Server:
+    """``arfm study serve`` in a subprocess (the real command, bound to its default host)."""
+
+    def __init__(self, db_url: str, study: str, home, port: int | None = None):
+        self.db_url, self.study, self.home = db_url, study, home
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.log = open(self.home / f"server-{self.port}.log", "ab")
+        env = {**os.environ, "ARFM_HOME": str(self.home)}
+        self.proc = subprocess.Popen([sys.executable, "-c", "from arfm.cli import main; main()", "study", "serve",
+                                      self.study, "--db", self.db_url, "--port", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/static/rate.css", timeout=2).read()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"server did not answer in {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        return (self.home / f"server-{self.port}.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001
+                self.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_cls():
+    return Server
