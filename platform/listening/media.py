@@ -49,7 +49,7 @@ def degrade_span(ref: np.ndarray, span: tuple[float, float], sample_rate: int,
     and out hard (no smooth transition, no musical match)."""
     x = np.asarray(ref, dtype=np.float32).copy()
     a, b = int(round(span[0] * sample_rate)), min(len(x), int(round(span[1] * sample_rate)))
-    x[a:b] = _noise_like(x, b - a, rng)
+    x[a:b] = np.clip(_noise_like(x, b - a, rng), -1.0, 1.0)  # within full scale: the context stays as it was
     return x
 
 

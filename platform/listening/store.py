@@ -280,7 +280,7 @@ class Store:
         with self.session() as s, s.begin():
             clips = s.execute(select(Clip.id, Clip.system_id, Clip.kind, Clip.prompt_id)
                               .where(Clip.study_id == study.id)).all()
-            counts = dict(s.execute(select(Assignment.clip_id, func.count()).join(Clip)
+            counts = dict(s.execute(select(Assignment.clip_id, func.count()).join(Clip, Assignment.clip_id == Clip.id)
                                     .where(Clip.study_id == study.id).group_by(Assignment.clip_id)).all())
             number = s.scalar(select(func.count()).select_from(Rater).where(Rater.study_id == study.id)) or 0
             for _ in range(n):
@@ -414,10 +414,11 @@ class Store:
         """Raters, items assigned and rated, and judgments per system and criterion (before screening)."""
         with self.session() as s:
             raters = s.scalar(select(func.count()).select_from(Rater).where(Rater.study_id == study.id))
-            assigned = s.scalar(select(func.count()).select_from(Assignment).join(Rater)
-                                .where(Rater.study_id == study.id))
-            cells = s.execute(select(System.name, Judgment.criterion, func.count()).join(System)
-                              .where(System.study_id == study.id).group_by(System.name, Judgment.criterion)).all()
+            assigned = s.scalar(select(func.count()).select_from(Assignment)
+                                .join(Rater, Assignment.rater_id == Rater.id).where(Rater.study_id == study.id))
+            cells = s.execute(select(System.name, Judgment.criterion, func.count()).select_from(Judgment)
+                              .join(System, Judgment.system_id == System.id).where(System.study_id == study.id)
+                              .group_by(System.name, Judgment.criterion)).all()
         rated = {}
         for j in self.judgments(study):
             rated[(j["rater"], j["item"])] = True

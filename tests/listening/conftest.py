@@ -80,6 +80,8 @@ class Server:
         import time
         import urllib.request
 
+        if getattr(self, "log", None):
+            self.log.close()
         self.log = open(self.home / f"server-{self.port}.log", "ab")
         env = {**os.environ, "ARFM_HOME": str(self.home)}
         self.proc = subprocess.Popen([sys.executable, "-c", "from arfm.cli import main; main()", "study", "serve",
