@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from arfm.cli.common import fail
+from arfm.listening.spec import DEFAULT_HOST, DEFAULT_PORT
 
 app = typer.Typer(help="Listening studies: people rate generated clips 1-10 (the paper's table 5). Not the "
                   "experiment grid (experiments/grid.py).", no_args_is_help=True)
@@ -126,7 +127,8 @@ def create(
 def invite(
     name: str,
     n: Annotated[int, typer.Option("--n", help="number of rater links")] = 1,
-    base_url: Annotated[str, typer.Option(help="where raters reach the server")] = "http://127.0.0.1:8350",
+    base_url: Annotated[str, typer.Option(help="where raters reach the server")]
+    = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
     db: DbOpt = None,
 ) -> None:
     """Create rater links: each an unguessable token with its own seeded, recorded item order."""
@@ -145,8 +147,8 @@ def invite(
 def serve(
     name: str,
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 unless raters reach it otherwise")]
-    = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8350,
+    = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="port")] = DEFAULT_PORT,
     base_url: Annotated[str, typer.Option(help="base of the links the admin API returns (default: as requested)")]
     = "",
     db: DbOpt = None,

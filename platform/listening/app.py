@@ -23,11 +23,10 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from arfm.listening.spec import INSTRUCTIONS, PlayIn, RatersIn, RatingsIn
+from arfm.listening.spec import DEFAULT_HOST, DEFAULT_PORT, INSTRUCTIONS, PlayIn, RatersIn, RatingsIn
 from arfm.listening.store import Rater, Store, StoreError, StudyInfo
 
 STATIC = Path(__file__).with_name("static")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8350
 log = logging.getLogger("arfm.listening")
 
 SECURITY_HEADERS = {

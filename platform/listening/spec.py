@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 SCORE_MIN, SCORE_MAX = 1, 10
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8350  # where `arfm study serve` listens unless told otherwise
 TASKS = ("inpainting", "quality")
 KINDS = ("test", "reference", "degraded")  # a system's clip, a hidden reference anchor, a degraded anchor
 

@@ -1,17 +1,20 @@
 """The real page in headless Chromium (Debian's chromium and chromium-driver, through Selenium), against the real
 server: a rater opens their link, sees the waveform with the inpainted span on yellow and a red playhead that
 moves while the clip plays, cannot go on before playing, scores every item with the mouse or the keyboard (one
-item at a phone's width), and the database then holds exactly those judgments."""
+item at a phone's width), and the database then holds exactly those judgments. No address the browser asked for
+and nothing on the page names a system or a clip's file."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 
 import pytest
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 YELLOW, WHITE, RED = (255, 225, 77), (255, 255, 255), (224, 0, 0)
 N_ITEMS = 6
 
@@ -38,6 +41,7 @@ def browser(tmp_path_factory):
                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path_factory.mktemp('chromium'))}",
                 "--window-size=1100,900"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
     driver.set_script_timeout(20)
     yield driver
@@ -72,12 +76,13 @@ def _close(a, b, tol=3):
     return all(abs(x - y) <= tol for x, y in zip(a, b))
 
 
-def test_a_rater_plays_and_scores_every_item_and_the_database_holds_exactly_that(setup, browser):
+def test_a_rater_plays_and_scores_every_item_and_the_database_holds_exactly_that(setup, browser, system_names):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     store, study, token, server = setup
     rater = store.rater(study, token)
+    browser.execute_cdp_cmd("Network.enable", {})  # the performance log below lists every request the page made
     t0 = time.monotonic()
     browser.get(f"{server.url}/r/{token}")
     expected = []
@@ -129,4 +134,12 @@ def test_a_rater_plays_and_scores_every_item_and_the_database_holds_exactly_that
     got = [(j["item"], j["criterion"], j["score"]) for j in store.judgments(study)]
     assert got == expected
     assert all(j["play_seconds"] >= 0.95 for j in store.judgments(study))
+    requested = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+    urls = [m["params"]["request"]["url"] for m in requested if m["method"] == "Network.requestWillBeSent"]
+    sent = [u for u in urls if u.startswith(server.url)]  # (the audio element also loads each clip's blob: URL)
+    assert sum(u.endswith("/audio") for u in sent) == N_ITEMS and sum(u.endswith("/ratings") for u in sent) == N_ITEMS
+    page = browser.execute_script("return document.documentElement.outerHTML")
+    files = [p.name for p in study.media_dir.iterdir()]
+    for secret in [*system_names, *(f"source of {s}" for s in system_names), *files, *(f[:-4] for f in files)]:
+        assert secret not in page and not any(secret in u for u in urls), secret
     print(f"browser session: {N_ITEMS} items in {seconds:.1f} s")
