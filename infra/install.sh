@@ -30,23 +30,8 @@ for available in (chordino_available(), madmom_available()):
 print(f"arfm installed: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 PY
 
-# The listening page's browser test (tests/listening/test_page.py) drives Debian's chromium through
-# chromium-driver (Selenium): with --dev, install them when missing.
+# The listening page's browser test drives Debian's chromium through chromium-driver (Selenium): with --dev,
+# install them when missing.
 if [ -n "$EXTRAS" ]; then
-  missing=""
-  for pkg in chromium chromium-driver; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
-  done
-  if [ -n "$missing" ]; then
-    SUDO=""
-    [ "$(id -u)" = 0 ] || SUDO="sudo"
-    if ! command -v apt-get >/dev/null || { [ -n "$SUDO" ] && ! command -v sudo >/dev/null; }; then
-      echo "install.sh: the browser test needs the Debian packages$missing, and apt-get (as root) is not available" \
-           "here: install them (binaries /usr/bin/chromium and /usr/bin/chromedriver) another way" >&2
-      exit 1
-    fi
-    apt_get() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q "$@"; }
-    # shellcheck disable=SC2086  # $missing is a list of package names
-    apt_get install --no-install-recommends $missing || { apt_get update && apt_get install --no-install-recommends $missing; }
-  fi
+  bash infra/install-browser.sh
 fi
