@@ -93,5 +93,6 @@ def save_tiny_model(out, paradigm: str, dataset, extra=()):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """``tiny_model(out, paradigm, dataset, extra=())`` (test modules cannot import this file)."""
+    """``tiny_model(out, paradigm, dataset, extra=())`` (test modules cannot import this file); used by the
+    evaluation and listening-study tests."""
     return save_tiny_model

@@ -33,6 +33,7 @@ def _register() -> None:
         ("arfm.cli.tune", "tune"),
         ("arfm.cli.report", "report"),
         ("arfm.cli.serve", "serve"),
+        ("arfm.cli.listening", "study"),
     ]:
         try:
             mod = importlib.import_module(module)
