@@ -233,7 +233,9 @@ def _substitute_vars(objs: list[Obj], variables: list[Obj], refs: list[Obj]) -> 
                 continue
             try:
                 current = _get(obj, parts)
-            except (KeyError, IndexError, StopIteration, TypeError):
+            except KeyError:  # the object lacks the field: nothing to substitute
                 continue
+            except (ValueError, IndexError, TypeError):
+                raise Unsupported(f"varReference path {ref['path']} (only paths of maps are rendered here)") from None
             if isinstance(current, str) and pattern is not None:
                 _put(obj, parts, pattern.sub(lambda m: str(values[m[1]]), current), create=False)
