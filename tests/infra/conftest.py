@@ -13,15 +13,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # kustomize_render, k8s_checks, deploy_checks
 
+from deploy_checks import OVERLAYS, REPO  # noqa: E402
 from kustomize_render import render  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("local", "gpu")
 
 
 @pytest.fixture(scope="session")
 def kuberay_schemas() -> Path:
-    path = Path(os.environ.get("ARFM_KUBERAY_SCHEMAS") or ROOT.parent / "shared" / "schemas" / "kuberay").resolve()
+    path = Path(os.environ.get("ARFM_KUBERAY_SCHEMAS") or REPO.parent / "shared" / "schemas" / "kuberay").resolve()
     if not sorted(path.glob("ray.io_*.yaml")):
         pytest.fail(f"no KubeRay CRDs (ray.io_*.yaml) in {path}: the shared folder must sit beside the repository "
                     "(../shared/schemas/kuberay), or ARFM_KUBERAY_SCHEMAS must name the folder", pytrace=False)
@@ -31,4 +29,4 @@ def kuberay_schemas() -> Path:
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict]]:
     """``{overlay: objects}`` of every overlay in infra/k8s/overlays."""
-    return {name: render(ROOT / "infra" / "k8s" / "overlays" / name) for name in OVERLAYS}
+    return {name: render(REPO / "infra" / "k8s" / "overlays" / name) for name in OVERLAYS}

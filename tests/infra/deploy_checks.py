@@ -24,6 +24,8 @@ from typing import Any
 from k8s_checks import cluster_specs, name_of, serve_config
 
 Obj = dict[str, Any]
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = ("local", "gpu")  # infra/k8s/overlays (a test checks the list against the folder)
 MLFLOW_SERVICE = "arfm-mlflow"
 HOME_CLAIM = "arfm-home"
 PROJECT_DIR = "/opt/arfm"  # where the image holds the repository (its WORKDIR)

@@ -9,15 +9,13 @@ modules, a path that does not import fails."""
 import importlib
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import deploy_checks as dc
 import k8s_checks as kc
 
-ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("local", "gpu")
+ROOT, OVERLAYS = dc.REPO, dc.OVERLAYS
 
 
 def job_command(objs) -> list[str]:

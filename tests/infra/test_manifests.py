@@ -6,15 +6,13 @@ Serve application ask for. Each check is shown to catch a deliberately broken fi
 
 import copy
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 import deploy_checks as dc
 import k8s_checks as kc
 
-ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("local", "gpu")
+ROOT, OVERLAYS = dc.REPO, dc.OVERLAYS
 
 
 def find(objs, kind, name=None):

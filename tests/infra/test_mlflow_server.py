@@ -23,7 +23,6 @@ import pytest
 
 from deploy_checks import MLFLOW_SERVICE, _args
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

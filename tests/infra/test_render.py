@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy_checks import REPO as ROOT
 from kustomize_render import Unsupported, key, render
 
-ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = ("base", "overlays/local", "overlays/gpu")
 
 
