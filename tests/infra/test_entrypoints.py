@@ -2,11 +2,12 @@
 ``--help`` and ``--list``), and the RayService's import path names the Serve application builder, which accepts
 the config's ``args`` and builds the deployments the config configures.
 
-The import path is written once, in infra/k8s/base/serve-app.yaml. The Serve application is built on another
-branch: while ``serving/`` holds only its ``__init__.py`` the import test skips and says so; once the package has
-modules, a path that does not import fails."""
+The import path is written once, in infra/k8s/base/serve-app.yaml, and is the one the serving package declares
+(``arfm.serving.config.APP_IMPORT_PATH``). Where this checkout has no ``arfm.serving.app`` module yet, the tests
+that import it skip and say so; any other path that does not import fails."""
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -16,6 +17,13 @@ import deploy_checks as dc
 import k8s_checks as kc
 
 ROOT, OVERLAYS = dc.REPO, dc.OVERLAYS
+SERVE_MODULE = "arfm.serving.app"  # the Serve application's module (serving/app.py)
+
+
+def skip_without_serve_app() -> None:
+    if importlib.util.find_spec(SERVE_MODULE) is None:
+        pytest.skip(f"{SERVE_MODULE} is not in this checkout (serving/app.py is missing): the RayService's import "
+                    "path is checked where the Serve application is present")
 
 
 def job_command(objs) -> list[str]:
@@ -62,14 +70,9 @@ def import_path(rendered) -> str:
 
 def load_builder(path: str):
     module, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError:
-        serving = ROOT / "serving"
-        if sorted(p.name for p in serving.glob("*.py")) == ["__init__.py"] and module.startswith("arfm.serving."):
-            pytest.skip(f"{path}: the Serve application is not in this checkout yet (serving/ holds only "
-                        "__init__.py); set the path in infra/k8s/base/serve-app.yaml when it lands")
-        raise
+    if module == SERVE_MODULE:
+        skip_without_serve_app()
+    return getattr(importlib.import_module(module), attr)
 
 
 def test_serve_import_path_is_the_one_in_serve_app_yaml(rendered):
@@ -80,6 +83,13 @@ def test_serve_import_path_is_the_one_in_serve_app_yaml(rendered):
     # a placeholder never survives rendering
     assert all("$(" not in obj["spec"]["serveConfigV2"] for objs in rendered.values() for obj in objs
                if obj["kind"] == "RayService")
+
+
+def test_serve_import_path_is_the_serving_packages(rendered):
+    skip_without_serve_app()
+    from arfm.serving.config import APP_IMPORT_PATH
+
+    assert import_path(rendered) == APP_IMPORT_PATH
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
