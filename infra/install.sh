@@ -11,16 +11,7 @@ EXTRAS=""
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
 # --dev: the MLflow server test runs a PostgreSQL cluster of its own from Debian's postgresql package.
-if [ -n "$EXTRAS" ] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-  if ! command -v apt-get >/dev/null; then
-    echo "install.sh --dev: PostgreSQL's server (initdb, pg_ctl) is missing and apt-get is not available:" \
-         "install PostgreSQL 13 or newer with its server binaries under /usr/lib/postgresql/VERSION/bin" >&2
-    exit 1
-  fi
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-fi
+if [ -n "$EXTRAS" ]; then bash infra/install-postgres.sh; fi
 
 # Build-time needs of the estimators below, numpy<2 (fadtk and laion-clap need it) and setuptools<81
 # (chord-extractor imports pkg_resources, which setuptools 81 removed).
