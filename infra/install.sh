@@ -10,6 +10,9 @@ EXTRAS=""
 [ "${1:-}" = "--dev" ] && EXTRAS="[dev]"
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
+# --dev: the MLflow server test runs a PostgreSQL cluster of its own from Debian's postgresql package.
+if [ -n "$EXTRAS" ]; then bash infra/install-postgres.sh; fi
+
 # Build-time needs of the estimators below, numpy<2 (fadtk and laion-clap need it) and setuptools<81
 # (chord-extractor imports pkg_resources, which setuptools 81 removed).
 pip_install "numpy==1.26.4" "cython>=3" "onnxruntime>=1.17" "setuptools>=69,<81" wheel
