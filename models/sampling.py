@@ -1,4 +1,4 @@
-"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k, top-p, entropy.
+"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k or top-p, entropy.
 
 Randomness: ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator per
 row of the leading batch dimension. With one generator per row, row ``i`` draws only from ``generator[i]``,
@@ -22,7 +22,12 @@ def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
-    """Set to -inf every logit outside the top-k and outside the top-p nucleus (0 disables each)."""
+    """Set to -inf every logit outside the top-k, or outside the top-p nucleus (0 disables each).
+
+    Top-k and top-p are exclusive (appendix D searches one or the other): asking for both raises.
+    """
+    if top_k and top_p:
+        raise ValueError(f"top_k={top_k} and top_p={top_p}: truncate with top-k or top-p, not both")
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

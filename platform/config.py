@@ -70,7 +70,9 @@ class CodecConfig(_Section):
 
 
 class TextConfig(_Section):
-    """Text conditioner."""
+    """Text conditioner. The paper (section 4.2) conditions on T5: the ``paper`` preset uses ``t5`` with
+    ``t5-base`` (a hub id, or a local folder saved with ``save_pretrained``); ``tiny`` and ``small`` use the
+    offline MiniLM sentence encoder that ships as a package."""
 
     encoder: Literal["minilm", "t5", "tiny-t5"] = "minilm"
     name_or_path: str | None = Field(None, description="hub id or local directory (t5: default t5-base)")
@@ -155,7 +157,14 @@ class TrainConfig(_Section):
 
 
 class SampleConfig(_Section):
-    """Sampling parameters for both paradigms (appendix D)."""
+    """Sampling parameters for both paradigms (appendix D).
+
+    AR truncation is top-k *or* top-p, never both, as in appendix D's search space (temperature in
+    {1.2, ..., 2.8} with top-p in {0.6, 0.8} or top-k in {250, 500}): setting both ``top_k`` and ``top_p`` is a
+    validation error, so ``--set sample.top_k=250`` on a preset that uses top-p also needs ``sample.top_p=0``.
+    Every preset samples AR at temperature 1.2 with top-p 0.8; the ``paper`` preset integrates FM with dopri5,
+    the paper's best solver (section 5.1).
+    """
 
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance weight for text")
     control_cfg: dict[str, float] = Field(default_factory=dict, description="multi-source CFG weight per control")
@@ -168,6 +177,13 @@ class SampleConfig(_Section):
     rtol: float = Field(1e-5, gt=0)
     atol: float = Field(1e-5, gt=0)
     seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SampleConfig":
+        if self.top_k and self.top_p:
+            raise ValueError(f"sample.top_k={self.top_k} and sample.top_p={self.top_p} are both set: AR sampling "
+                             "truncates with top-k or top-p, not both; set sample.top_k=0 or sample.top_p=0")
+        return self
 
 
 class EvalConfig(_Section):
@@ -235,7 +251,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"layers": 2, "dim": 64, "heads": 4, "ffn": 128},
         "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 1000,
                   "log_every": 25, "valid_every": 250},
-        "sample": {"steps": 16, "seconds": 4.0},
+        "sample": {"steps": 16, "seconds": 4.0, "temperature": 1.2, "top_p": 0.8},
         "eval": {"n_samples": 8, "batch_size": 8, "euler_steps": [4, 8, 16]},
     },
     # One workstation GPU, or a patient CPU.
@@ -245,10 +261,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "steps": 20_000, "batch_size": 16},
         "model": {"layers": 8, "dim": 512, "heads": 8, "ffn": 2048},
         "train": {"steps": 50_000, "batch_size": 32, "warmup_steps": 1000, "checkpoint_every": 1000},
+        "sample": {"temperature": 1.2, "top_p": 0.8},
         "eval": {"n_samples": 128},
     },
-    # The study itself (sections 4.2, 4.4, appendix E): 400M backbone, 10 s segments, batch 256.
-    "paper": {},
+    # The study itself (sections 4.2, 4.4, appendices D, E): 400M backbone conditioned on T5, 10 s segments,
+    # batch 256, a codec trained for 400k steps (E.1), AR sampled in appendix D's space, FM integrated with dopri5.
+    "paper": {
+        "codec": {"steps": 400_000},
+        "text": {"encoder": "t5"},  # text.name_or_path: t5-base by default, or a local folder
+        "sample": {"temperature": 1.2, "top_p": 0.8, "solver": "dopri5"},
+    },
 }
 
 
