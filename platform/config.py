@@ -166,8 +166,14 @@ class SampleConfig(_Section):
     the paper's best solver (section 5.1).
     """
 
-    cfg: float = Field(3.0, ge=0, description="classifier-free guidance weight for text")
-    control_cfg: dict[str, float] = Field(default_factory=dict, description="multi-source CFG weight per control")
+    cfg: float = Field(3.0, ge=0, description="classifier-free guidance weight for text (jasco: w_txt)")
+    cfg_form: Literal["nested", "jasco"] = Field(
+        "nested", description="multi-source CFG with controls: 'nested' u0 + sum_i w_i (u_i - u_(i-1)) over text "
+        "then each control (weights sample.cfg and sample.control_cfg; off while control_cfg is empty), or "
+        "'jasco' w_all u(all) + w_txt u(text) + (1 - w_all - w_txt) u(null) (JASCO; weights sample.cfg_all and "
+        "sample.cfg)")
+    control_cfg: dict[str, float] = Field(default_factory=dict, description="nested form: CFG weight per control")
+    cfg_all: float | None = Field(None, ge=0, description="jasco form: w_all, the all-conditions branch's weight")
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="0 disables top-k")
     top_p: float = Field(0.0, ge=0, le=1, description="0 disables top-p")
@@ -183,6 +189,13 @@ class SampleConfig(_Section):
         if self.top_k and self.top_p:
             raise ValueError(f"sample.top_k={self.top_k} and sample.top_p={self.top_p} are both set: AR sampling "
                              "truncates with top-k or top-p, not both; set sample.top_k=0 or sample.top_p=0")
+        if self.cfg_form == "jasco" and self.cfg_all is None:
+            raise ValueError("sample.cfg_all: sample.cfg_form=jasco needs w_all (sample.cfg is w_txt)")
+        if self.cfg_form == "jasco" and self.control_cfg:
+            raise ValueError("sample.control_cfg: per-control weights belong to sample.cfg_form=nested; jasco uses "
+                             "sample.cfg_all and sample.cfg")
+        if self.cfg_form == "nested" and self.cfg_all is not None:
+            raise ValueError("sample.cfg_all: JASCO's w_all needs sample.cfg_form=jasco")
         return self
 
 

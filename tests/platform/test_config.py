@@ -57,3 +57,13 @@ def test_paper_study_uses_t5_and_quick_study_keeps_its_own_sampling(tmp_path):
         s = cell_config(quick, cell, tmp_path).sample
         assert (s.temperature, s.top_p, s.top_k, s.solver, s.steps) == (1.2, 0.8, 0, "euler", 32)
         assert cell_config(quick, cell, tmp_path).text.encoder == "minilm"
+
+
+def test_cfg_form_fields_are_checked_by_name():
+    assert resolve("tiny", overrides=["sample.cfg_form=jasco", "sample.cfg_all=4.0"]).sample.cfg_all == 4.0
+    with pytest.raises(ConfigError, match=r"sample\.cfg_all: sample\.cfg_form=jasco needs w_all"):
+        resolve("tiny", overrides=["sample.cfg_form=jasco"])
+    with pytest.raises(ConfigError, match=r"sample\.control_cfg: per-control weights belong"):
+        resolve("tiny", overrides=["sample.cfg_form=jasco", "sample.cfg_all=4.0", "sample.control_cfg={chords: 2}"])
+    with pytest.raises(ConfigError, match=r"sample\.cfg_all: JASCO's w_all needs sample\.cfg_form=jasco"):
+        resolve("tiny", overrides=["sample.cfg_all=4.0"])
