@@ -141,6 +141,11 @@ class TrainConfig(_Section):
     valid_max_rows: int = Field(512, ge=1, description="rows of the validation split used for the loss")
     keep: Literal["last", "best"] = Field(
         "last", description="weights kept as the model artifact: the last step, or the lowest validation loss")
+    init_from: str | None = Field(
+        None, description="fine-tune (ar/fm): start from the matching weights of an arfm saved-model folder, "
+        "runs:/RUN_ID/model, models:/NAME/VERSION or run id, or of a MusicGen checkpoint in the transformers "
+        "format (hub id or local folder); new and dropped parameters go to the run's init_from.json, and the "
+        "optimizer starts fresh")
     fail_at_step: int | None = Field(None, ge=1, description="testing: raise in worker 0 at this step, once")
     seed: int = 0
 
