@@ -227,6 +227,16 @@ class EvalConfig(_Section):
     extra_solvers: list[Literal["midpoint", "heun", "dopri5"]] = Field(
         default_factory=list, description="FM: solvers also evaluated as variants (table 8), each with "
         "sample.steps when fixed-step; the run's own solver is the default variant")
+    equal_nfe_solvers: list[Literal["midpoint", "heun"]] = Field(
+        default_factory=list, description="FM text models: for each even count N of eval.euler_steps (or of "
+        "eval.few_step_nfe), also sample with these two-evaluation solvers at N/2 steps, the same N function "
+        "evaluations as Euler N (variants nfe<N>_midpoint, nfe<N>_heun; table 8)")
+    shifted_euler: float | None = Field(
+        None, gt=0, description="FM text models: also sample Euler N on the time-shifted grid with this shift "
+        "(sample.time_shift's definition; > 1 spends steps near the noise) for the same counts (variants "
+        "nfe<N>_shift; table 8)")
+    few_step_nfe: list[int] | None = Field(
+        None, description="the counts N of the two settings above (default: every count of eval.euler_steps)")
     audio_samples_logged: int = Field(4, ge=0)
 
 
