@@ -23,9 +23,10 @@ from torch import Tensor, nn
 from .build import ARConfig
 from .cfg import Guidance
 from .conditioning import ControlEmbedder, TextConditioner, control_frames, pad_frames
+from .decoding import MODES, FusedTables, Stepper
 from .fim import fim_arrange, fim_restore, prompt_frames
 from .patterns import deinterleave, interleave, n_steps, step_frames
-from .sampling import Generators, entropy, sample_tokens
+from .sampling import Generators, Sampler, entropy
 from .spans import as_spans, random_spans
 from .transformer import KVCache, Transformer, init_weights
 
@@ -50,6 +51,17 @@ class ARModel(nn.Module):
                                     unet_skips=bool(cfg.unet_skips))
         self.heads = nn.ModuleList(nn.Linear(d, card, bias=False) for _ in range(k))
         init_weights(self)
+        self.decoding = "eager"
+
+    def set_decoding(self, mode: str) -> "ARModel":
+        """How :meth:`generate` and :meth:`inpaint` run their cached steps: ``eager``, ``compile`` or
+        ``cuda_graphs`` (see :mod:`.decoding`). The tokens are the same; only the speed differs."""
+        if mode not in MODES:
+            raise ValueError(f"decoding mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "cuda_graphs" and self.device.type != "cuda":
+            raise ValueError("cuda_graphs decoding needs the model on a CUDA device")
+        self.decoding = mode
+        return self
 
     # ----------------------------------------------------------------------------------------- core
     @property
@@ -64,13 +76,32 @@ class ARModel(nn.Module):
         return seq[:, :, a - 1 : b - 1]
 
     def _logits(self, inputs: Tensor, controls: Mapping[str, Tensor] | None, memory: Tensor, memory_mask: Tensor,
-                cache: KVCache | None = None) -> Tensor:
-        """``inputs [B, K, s]`` -> logits ``[B, K, s, codebook_size]``."""
-        x = sum(emb(inputs[:, i]) for i, emb in enumerate(self.embed))
+                cache: KVCache | None = None, fused: FusedTables | None = None) -> Tensor:
+        """``inputs [B, K, s]`` -> logits ``[B, K, s, codebook_size]``.
+
+        ``fused``: the K embedding tables and the K heads as one table and one matrix (:meth:`fused_tables`),
+        so that a decoding step looks its K tokens up in one call and computes its K heads in one product.
+        """
+        if fused is None:
+            x = sum(emb(inputs[:, i]) for i, emb in enumerate(self.embed))
+        else:
+            b, k, s = inputs.shape
+            flat = (inputs + fused.offsets).transpose(1, 2).reshape(b * s, k)
+            x = F.embedding_bag(flat, fused.table, mode="sum").view(b, s, -1)
         if self.controls is not None:
             x = self.in_proj(torch.cat([x, self.controls(controls).to(x.dtype)], dim=-1))
         h = self.backbone(x, memory, memory_mask, cache)
-        return torch.stack([head(h) for head in self.heads], dim=1)
+        if fused is None:
+            return torch.stack([head(h) for head in self.heads], dim=1)
+        b, s = h.shape[:2]
+        return F.linear(h, fused.heads).view(b, s, self.n_codebooks, -1).transpose(1, 2)
+
+    def fused_tables(self) -> FusedTables:
+        """The embedding tables and heads concatenated (copies of the weights, made once per decode)."""
+        rows = self.embed[0].num_embeddings
+        offsets = torch.arange(self.n_codebooks, device=self.device)[:, None] * rows  # [K, 1]
+        return FusedTables(torch.cat([e.weight for e in self.embed]), offsets,
+                           torch.cat([h.weight for h in self.heads]))
 
     def _nulls(self) -> dict[str, int]:
         return {n: self.controls.null(n) for n in self.controls.names} if self.controls is not None else {}
@@ -137,7 +168,12 @@ class ARModel(nn.Module):
                 text_mask: Tensor | None, *, temperature: float, top_k: int, top_p: float, cfg: float,
                 control_cfg: Mapping[str, float] | None, cfg_all: float | None, use_cache: bool, return_entropy: bool,
                 generator: Generators) -> tuple[Tensor, Tensor]:
-        """Fill an interleaved grid step by step; frames ``< n_prompt`` of ``prompt`` ``[B, K, F]`` are given."""
+        """Fill an interleaved grid step by step; frames ``< n_prompt`` of ``prompt`` ``[B, K, F]`` are given.
+
+        With the cache, the first free step feeds the whole prefix (prefill) and every later step one token per
+        codebook; the cache is allocated for the whole grid up front. The step runs as set by
+        :meth:`set_decoding` (eager, ``torch.compile``'d, or a CUDA graph).
+        """
         b, k, n_frames = prompt.shape
         dev, pattern = self.device, self.config.pattern
         frame_of = step_frames(n_frames, k, pattern, dev)
@@ -158,18 +194,25 @@ class ARModel(nn.Module):
         entropies: list[Tensor] = []
         if len(free):
             first = int(free[0])
-            cache = self.backbone.new_cache() if use_cache else None
+            fused = self.fused_tables()
+            step = Stepper(self, s_total, use_cache)
+            sampler = Sampler(b, s_total, k, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                              device=dev)
             temp = temperature if temperature > 0 else 1.0
-            first_forced = forced[0].tolist()  # host copy: no device sync inside the loop
+            forced_host = forced.tolist()  # host copies: no device sync inside the loop
+            first_forced = forced_host[0]
+            any_forced = [any(col) for col in zip(*forced_host)]
             for s in range(first, s_total):
                 a = s if (use_cache and s > first) else 0  # with a cache only the new step is fed
-                inputs = self._inputs(seq, a, s + 1).repeat(n, 1, 1)
+                inputs = self._inputs(seq, a, s + 1)
+                if n > 1:
+                    inputs = inputs.repeat(n, 1, 1)
                 c = {name: v[:, a : s + 1] for name, v in ctrl.items()} if ctrl is not None else None
-                logits = guidance.combine(self._logits(inputs, c, memory, mmask, cache)[:, :, -1].float())
+                logits = guidance.combine(step(inputs, c, memory, mmask, fused)[:, :, -1].float())
                 if return_entropy and not first_forced[s]:
                     entropies.append(entropy(logits[:, 0], temp))
-                tok = sample_tokens(logits, temperature, top_k, top_p, generator)
-                seq[:, :, s] = torch.where(forced[:, s][None], seq[:, :, s], tok)
+                tok = sampler(logits, s)
+                seq[:, :, s] = torch.where(forced[:, s][None], seq[:, :, s], tok) if any_forced[s] else tok
         ent = torch.stack(entropies, dim=1) if entropies else seq.new_zeros((b, 0), dtype=torch.float32)
         return seq, ent
 

@@ -177,7 +177,7 @@ class FMModel(nn.Module):
 
         def field(x: Tensor, t: Tensor) -> Tensor:
             tt = torch.as_tensor(t, device=x.device).to(x.dtype).reshape(-1).expand(x.shape[0] * n)
-            v = g.combine(self.velocity(x.repeat(n, 1, 1), tt, memory, mmask, ctrl, ctx))
+            v = g.combine(self.velocity(x.repeat(n, 1, 1) if n > 1 else x, tt, memory, mmask, ctrl, ctx))
             if frozen is not None:
                 v = v.masked_fill(frozen[..., None], 0.0)
             return v

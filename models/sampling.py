@@ -1,8 +1,11 @@
 """Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k or top-p, entropy.
 
 Randomness: ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator per
-row of the leading batch dimension. With one generator per row, row ``i`` draws only from ``generator[i]``,
-so its tokens do not depend on which other rows share the batch (per-request seeds, batched serving).
+row of the batch. A :class:`Sampler` draws every uniform number a decode will use up front (one per row, step
+and codebook, from that row's generator when there is one per row) and samples each step by inverting the
+cumulative distribution at its uniform: with one generator per row, row ``i`` draws only from
+``generator[i]``, so its tokens do not depend on which other rows share the batch (per-request seeds,
+batched serving), and a step allocates no random state of its own.
 """
 
 from __future__ import annotations
@@ -40,29 +43,52 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
     return logits
 
 
-def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                  generator: Generators = None) -> Tensor:
-    """``[B, ..., V] -> [B, ...]`` long. ``top_k == 1`` or ``temperature == 0`` is greedy (argmax).
+def uniforms(shape: tuple[int, ...], generator: Generators, device) -> Tensor:
+    """``U[0, 1)`` numbers of ``shape = (rows, steps, ...)``.
 
-    ``generator``: one for the batch, or one per row ``b`` (see the module doc).
+    With one generator per row, row ``i`` comes from ``generator[i]`` alone; one generator (or the global one)
+    is one stream drawn step by step across the rows, as a decode consumes it.
     """
-    if top_k == 1 or temperature == 0:
-        return logits.argmax(dim=-1)
     if generator is not None and not isinstance(generator, torch.Generator):
         gens = list(generator)
-        if len(gens) != logits.shape[0]:
-            raise ValueError(f"{len(gens)} generators for a batch of {logits.shape[0]} rows")
-        return torch.stack([_sample(logits[i], temperature, top_k, top_p, g) for i, g in enumerate(gens)])
-    return _sample(logits, temperature, top_k, top_p, generator)
+        if len(gens) != shape[0]:
+            raise ValueError(f"{len(gens)} generators for a batch of {shape[0]} rows")
+        return torch.stack([torch.rand(shape[1:], generator=g, device=g.device) for g in gens]).to(device)
+    where = generator.device if generator is not None else device
+    step_major = (shape[1], shape[0], *shape[2:])
+    return torch.rand(step_major, generator=generator, device=where).transpose(0, 1).to(device)
 
 
-def _sample(logits: Tensor, temperature: float, top_k: int, top_p: float,
-            generator: torch.Generator | None) -> Tensor:
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
-    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator for a CUDA model
-        u = torch.rand(probs.shape[0], 1, generator=generator, device=generator.device).to(probs.device)
-        cdf = probs.cumsum(dim=-1)
-        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=probs.shape[-1] - 1)
-        return idx.view(logits.shape[:-1])
-    return torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1])
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """Index ``i`` with ``cdf[i-1] <= u * total < cdf[i]`` along the last axis: a draw from ``probs`` for ``u ~ U[0, 1)``.
+
+    Tokens of probability 0 are never drawn (the cdf does not rise at them).
+    """
+    cdf = probs.cumsum(dim=-1)
+    target = (u * cdf[..., -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+class Sampler:
+    """Samples ``[B, K]`` tokens from ``[B, K, V]`` logits at each step of one decode of ``steps`` steps.
+
+    ``top_k == 1`` or ``temperature == 0`` is greedy (argmax). Top-k alone samples among the k best logits only
+    (no pass over the whole vocabulary); top-p goes through :func:`filter_logits`.
+    """
+
+    def __init__(self, rows: int, steps: int, n_codebooks: int, *, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 0.0, generator: Generators = None, device=None) -> None:
+        self.greedy = top_k == 1 or temperature == 0
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.u = None if self.greedy else uniforms((rows, steps, n_codebooks), generator, device)
+
+    def __call__(self, logits: Tensor, step: int) -> Tensor:
+        if self.greedy:
+            return logits.argmax(dim=-1)
+        logits = logits.float() / self.temperature
+        u = self.u[:, step]
+        if self.top_k and not 0.0 < self.top_p < 1.0 and self.top_k < logits.shape[-1]:
+            values, index = torch.topk(logits, self.top_k, dim=-1)
+            pick = inverse_cdf(torch.softmax(values, dim=-1), u)
+            return index.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
+        return inverse_cdf(torch.softmax(filter_logits(logits, self.top_k, self.top_p), dim=-1), u)

@@ -35,16 +35,17 @@ def sinusoidal_embedding(positions: Tensor, dim: int, max_period: float = 10_000
 class LayerCache:
     """Keys/values of one layer: self-attention grows step by step, cross-attention is computed once."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 0) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self.cross: tuple[Tensor, Tensor] | None = None
+        self.capacity = capacity  # steps allocated at the first write (grown by doubling past it)
 
     def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
         """Write ``k, v`` ``[B, H, n, hd]`` at ``start`` and return the keys/values of steps ``< start + n``."""
         end = start + k.shape[2]
         if self.k is None or self.k.shape[2] < end:
-            cap = max(end, 2 * (self.k.shape[2] if self.k is not None else 0), 64)
+            cap = max(end, 2 * (self.k.shape[2] if self.k is not None else 0), self.capacity, 64)
             new_k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
             new_v = v.new_empty(new_k.shape)
             if self.k is not None:
@@ -55,13 +56,79 @@ class LayerCache:
         self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, start: int, causal: bool, dropout_p: float) -> Tensor:
+        """Store the new steps' keys/values and attend from their queries to every step seen so far."""
+        k, v = self.append(k, v, start)
+        n = q.shape[2]
+        mask = None
+        if causal and n > 1:  # new queries see the cache and the earlier new steps
+            mask = torch.ones(n, start + n, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class StaticLayerCache(LayerCache):
+    """A cache of fixed shape ``[B, H, capacity, hd]`` whose position is a tensor.
+
+    Every step reads and writes the same buffers and the attention covers the whole buffer with a mask of
+    the steps not yet written, so a step has the same shapes and no Python integer that changes: what
+    ``torch.compile`` needs to trace one graph for the whole decode, and what a CUDA graph replays.
+    """
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, start: Tensor, causal: bool, dropout_p: float) -> Tensor:
+        if self.k is None:
+            self.k = k.new_zeros(k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.v = torch.zeros_like(self.k)
+        n = q.shape[2]
+        steps = start + torch.arange(n, device=q.device)
+        self.k.index_copy_(2, steps, k)
+        self.v.index_copy_(2, steps, v)
+        keys = torch.arange(self.capacity, device=q.device)
+        mask = keys[None, :] <= steps[:, None] if causal else (keys < start + n)[None, :]
+        return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=mask, dropout_p=dropout_p)
+
 
 class KVCache:
-    """Per-layer caches plus the number of steps already seen (the position offset)."""
+    """Per-layer caches plus the number of steps already seen (the position offset).
 
-    def __init__(self, n_layers: int) -> None:
-        self.layers = [LayerCache() for _ in range(n_layers)]
-        self.length = 0
+    ``capacity``: steps to allocate up front (the whole decode, so the buffers never grow). ``static``: fixed
+    shapes and a tensor position (:class:`StaticLayerCache`), for a compiled or graph-captured step.
+    """
+
+    def __init__(self, n_layers: int, capacity: int = 0, static: bool = False) -> None:
+        if static and capacity < 1:
+            raise ValueError("a static KV cache needs its capacity (the number of decoding steps)")
+        layer = StaticLayerCache if static else LayerCache
+        self.layers = [layer(capacity) for _ in range(n_layers)]
+        self.static = static
+        self.capacity = capacity
+        self._pos = torch.zeros((), dtype=torch.long) if static else 0
+
+    @property
+    def length(self) -> int:
+        """Steps written so far (a host sync for a static cache)."""
+        return int(self._pos)
+
+    @property
+    def start(self) -> int | Tensor:
+        """Position of the next step: an int, or a 0-d long tensor for a static cache."""
+        return self._pos
+
+    def to(self, device) -> "KVCache":
+        if self.static:
+            self._pos = self._pos.to(device)
+        return self
+
+    def advance(self, n: int) -> None:
+        if self.static:
+            self._pos.add_(n)  # in place: a compiled step or a CUDA graph keeps the same tensor
+        else:
+            self._pos += n
+
+    def reset(self, position: int) -> None:
+        if self.static:
+            self._pos.fill_(position)
+        else:
+            self._pos = position
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -87,12 +154,7 @@ class SelfAttention(nn.Module):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         else:
-            k, v = cache.append(k, v, start)
-            n = q.shape[2]
-            mask = None
-            if causal and n > 1:  # new queries see the cache and the earlier new steps
-                mask = torch.ones(n, start + n, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = cache.attend(q, k, v, start, causal, p)
         return self.out(_merge(y))
 
 
@@ -104,7 +166,8 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor | None, cache: LayerCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, memory: Tensor, attn_mask: Tensor | None, cache: LayerCache | None = None) -> Tensor:
+        """``attn_mask``: bool ``[B, 1, 1, L]`` (True: attend), see :func:`memory_attn_mask`."""
         q = _heads(self.q(x), self.heads)
         if cache is not None and cache.cross is not None:
             k, v = cache.cross
@@ -112,10 +175,14 @@ class CrossAttention(nn.Module):
             k, v = (_heads(t, self.heads) for t in self.kv(memory).chunk(2, dim=-1))
             if cache is not None:
                 cache.cross = (k, v)
-        mask = None if memory_mask is None else memory_mask[:, None, None, :].bool()
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         return self.out(_merge(y))
+
+
+def memory_attn_mask(memory_mask: Tensor | None) -> Tensor | None:
+    """Text key padding mask ``[B, L]`` -> the ``[B, 1, 1, L]`` bool mask cross-attention takes."""
+    return None if memory_mask is None else memory_mask[:, None, None, :].bool()
 
 
 class Block(nn.Module):
@@ -131,12 +198,20 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor | None, memory_mask: Tensor | None, causal: bool,
-                cache: LayerCache | None = None, start: int = 0) -> Tensor:
-        x = x + self.drop(self.self_attn(self.norm_self(x), causal, cache, start))
+    def forward(self, x: Tensor, memory: Tensor | None, attn_mask: Tensor | None, causal: bool,
+                cache: LayerCache | None = None, start: int | Tensor = 0) -> Tensor:
+        """``attn_mask``: the prepared text mask of :func:`memory_attn_mask`."""
+        if self.training:
+            x = x + self.drop(self.self_attn(self.norm_self(x), causal, cache, start))
+            if self.cross_attn is not None and memory is not None:
+                x = x + self.drop(self.cross_attn(self.norm_cross(x), memory, attn_mask, cache))
+            return x + self.drop(self.ffn(self.norm_ffn(x)))
+        # inference: the same computation without the dropout modules (identities in eval mode) and their calls
+        x = x + self.self_attn(self.norm_self(x), causal, cache, start)
         if self.cross_attn is not None and memory is not None:
-            x = x + self.drop(self.cross_attn(self.norm_cross(x), memory, memory_mask, cache))
-        return x + self.drop(self.ffn(self.norm_ffn(x)))
+            x = x + self.cross_attn(self.norm_cross(x), memory, attn_mask, cache)
+        up, act, _, down = self.ffn
+        return x + down(act(up(self.norm_ffn(x))))
 
 
 class Transformer(nn.Module):
@@ -152,15 +227,36 @@ class Transformer(nn.Module):
         n_skips = layers // 2 if unet_skips else 0
         self.skips = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(n_skips))
         self.norm = nn.LayerNorm(dim)
+        self._table: Tensor | None = None  # sinusoidal positions, computed once (not part of the state)
 
-    def new_cache(self) -> KVCache:
-        return KVCache(len(self.blocks))
+    def new_cache(self, capacity: int = 0, static: bool = False) -> KVCache:
+        """A KV cache; ``capacity``: the steps to allocate up front; ``static``: see :class:`KVCache`."""
+        cache = KVCache(len(self.blocks), capacity, static)
+        return cache.to(self.norm.weight.device)
+
+    def positions(self, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``[n, dim]`` sinusoidal embeddings of positions ``0 .. n-1`` (a table grown on demand)."""
+        t = self._table
+        if t is None or t.shape[0] < n or t.dtype != dtype or t.device != device:
+            size = max(n, 1024, 2 * t.shape[0] if t is not None else 0)
+            t = sinusoidal_embedding(torch.arange(size, device=device), self.dim).to(dtype)
+            self._table = t
+        return t[:n]
 
     def forward(self, x: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
-        start = cache.length if cache is not None else 0
-        pos = torch.arange(start, start + x.shape[1], device=x.device)
-        x = x + sinusoidal_embedding(pos, self.dim).to(x.dtype)
+        n_new = x.shape[1]
+        if cache is None:
+            start = 0
+            x = x + self.positions(n_new, x.dtype, x.device)
+        else:
+            start = cache.start  # an int, or a 0-d tensor for a static cache
+            if cache.static:
+                table = self.positions(cache.capacity, x.dtype, x.device)
+                x = x + table[start + torch.arange(n_new, device=x.device)]
+            else:
+                x = x + self.positions(start + n_new, x.dtype, x.device)[start:]
+        attn_mask = memory_attn_mask(memory_mask)
         n, half = len(self.blocks), len(self.skips)
         stack: list[Tensor] = []
         for i, block in enumerate(self.blocks):
@@ -169,9 +265,9 @@ class Transformer(nn.Module):
             elif i >= n - half:  # merge with the input of block n - 1 - i (0-indexed)
                 x = self.skips[i - (n - half)](torch.cat([x, stack.pop()], dim=-1))
             layer_cache = cache.layers[i] if cache is not None else None
-            x = block(x, memory, memory_mask, self.causal, layer_cache, start)
+            x = block(x, memory, attn_mask, self.causal, layer_cache, start)
         if cache is not None:
-            cache.length += x.shape[1]
+            cache.advance(n_new)
         return self.norm(x)
 
 

@@ -146,13 +146,54 @@ class Generator:
             raise GenerationError(f"seconds: {sec} is outside (0, 600]")
         return self.codec.n_frames(sec)
 
-    def _controls(self, reqs: Sequence[GenerationRequest], n: int) -> dict[str, torch.Tensor] | None:
+    def check(self, request: GenerationRequest, index: int = 0) -> int:
+        """Everything about one request that can make it fail, checked before it joins a batch (so a bad
+        request never fails the others of its batch); returns its number of frames. ``index`` names it."""
+        if not request.caption or not isinstance(request.caption, str):
+            raise GenerationError(f"requests[{index}].caption: a non-empty text is required")
+        n = self.n_frames(request.seconds)
         names = set(self.cfg.model.controls)
-        given = {k for r in reqs for k in (r.controls or {})}
-        unknown = given - names
+        unknown = set(request.controls or {}) - names
         if unknown:
             raise GenerationError(f"controls: {sorted(unknown)} not known to this model (it takes "
                                   f"{sorted(names) or 'none'})")
+        if request.controls:
+            from arfm.controls import control_vocab
+
+            vocab = control_vocab(int(self.meta["codebook_size"]))
+            for name, seq in request.controls.items():
+                bad = [int(v) for v in seq or () if not 0 <= int(v) < vocab[name]]
+                if bad:
+                    raise GenerationError(f"controls.{name}: index {bad[0]} outside [0, {vocab[name]})")
+        if request.inpaint_span is not None:
+            self._check_inpaint(request, index, n)
+        return n
+
+    def _check_inpaint(self, r: GenerationRequest, index: int, n: int) -> None:
+        start_s, end_s = r.inpaint_span
+        start, end = int(round(start_s * self.frame_rate)), int(round(end_s * self.frame_rate))
+        if not 0 <= start < end <= n:
+            raise GenerationError(f"inpaint_span: ({start_s}, {end_s}) s must lie inside the {n / self.frame_rate:g} s"
+                                  " segment")
+        if r.inpaint_audio is None:
+            raise GenerationError(f"requests[{index}].inpaint_audio: reference audio is required with inpaint_span")
+        mode = r.inpaint_mode
+        if self.paradigm == "ar":
+            if mode not in (None, "fim"):
+                raise GenerationError(f"inpaint_mode: an AR model inpaints with 'fim', not {mode!r}")
+            if self.cfg.model.inpainting != "fim":
+                raise GenerationError("inpaint_mode: this AR model was trained without fill-in-the-middle "
+                                      "(model.inpainting=fim), so it cannot inpaint")
+            return
+        supervised = self.cfg.model.inpainting == "supervised"
+        mode = mode or ("supervised" if supervised else "zero_shot")
+        if mode not in ("supervised", "zero_shot") or (mode == "supervised" and not supervised):
+            allowed = "'supervised' or 'zero_shot'" if supervised else "'zero_shot' (trained without inpainting)"
+            raise GenerationError(f"inpaint_mode: this FM model inpaints with {allowed}, not {mode!r}")
+
+    def _controls(self, reqs: Sequence[GenerationRequest], n: int) -> dict[str, torch.Tensor] | None:
+        """Per-frame control indices ``[B, n]`` of requests that passed :meth:`check`."""
+        given = {k for r in reqs for k in (r.controls or {})}
         if not given:
             return None
         from arfm.controls import control_vocab
@@ -161,11 +202,8 @@ class Generator:
         out = {}
         for name in given:
             rows = []
-            for i, r in enumerate(reqs):
+            for r in reqs:
                 seq = [int(v) for v in ((r.controls or {}).get(name) or [])]
-                bad = [v for v in seq if not 0 <= v < vocab[name]]
-                if bad:
-                    raise GenerationError(f"controls.{name}: index {bad[0]} outside [0, {vocab[name]})")
                 if seq and len(seq) < n:  # hold the last value to the end of the segment
                     seq = seq + [seq[-1]] * (n - len(seq))
                 rows.append(seq[:n] if seq else [vocab[name]] * n)  # vocab size is the learned null token
@@ -203,10 +241,8 @@ class Generator:
         results: list[GenerationResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            if not r.caption or not isinstance(r.caption, str):
-                raise GenerationError(f"requests[{i}].caption: a non-empty text is required")
             span = tuple(r.inpaint_span) if r.inpaint_span is not None else None
-            key = (self.n_frames(r.seconds), span, r.inpaint_mode)
+            key = (self.check(r, i), span, r.inpaint_mode)
             groups.setdefault(key, []).append(i)
         for (n, span, _), idx in groups.items():
             for j in range(0, len(idx), batch_size):
@@ -242,7 +278,8 @@ class Generator:
             latent, sinfo = self.model.sample(text, mask, n, controls, solver=sc.solver, steps=sc.steps,
                                               **_guidance(sc), rtol=sc.rtol, atol=sc.atol,
                                               time_shift=sc.time_shift, generator=gen)
-            audio = _each_clip(self.codec.decode_latent, self.codec.unnormalize(latent))
+            # float32 for the codec whatever the model's precision (bf16 weights on CUDA)
+            audio = _each_clip(self.codec.decode_latent, self.codec.unnormalize(latent.float()))
             info.update(sinfo)
             info.update(cfg=sc.cfg)
         audio = audio[:, 0, : self.codec.n_samples(n / self.frame_rate)].float().cpu().numpy()
@@ -257,19 +294,15 @@ class Generator:
         return results
 
     def _inpaint(self, reqs, n, text, mask, controls, sc, gen, info) -> torch.Tensor:
+        """Inpaint requests that passed :meth:`check` (so their span, reference audio and mode are valid)."""
         spans = {tuple(r.inpaint_span) for r in reqs}
         if len(spans) != 1:
             raise GenerationError("inpaint_span: requests batched together must share one span")
         start_s, end_s = spans.pop()
         start, end = int(round(start_s * self.frame_rate)), int(round(end_s * self.frame_rate))
-        if not 0 <= start < end <= n:
-            raise GenerationError(f"inpaint_span: ({start_s}, {end_s}) s must lie inside the {n / self.frame_rate:g} s"
-                                  " segment")
         wav = []
         n_samples = self.codec.n_samples(n / self.frame_rate)
-        for i, r in enumerate(reqs):
-            if r.inpaint_audio is None:
-                raise GenerationError(f"requests[{i}].inpaint_audio: reference audio is required with inpaint_span")
+        for r in reqs:
             a = np.zeros(n_samples, np.float32)
             src = np.asarray(r.inpaint_audio, np.float32)[:n_samples]
             a[: len(src)] = src
@@ -278,22 +311,16 @@ class Generator:
         mode = reqs[0].inpaint_mode
         info.update(inpaint_start=start, inpaint_end=end)
         if self.paradigm == "ar":
-            if mode not in (None, "fim"):
-                raise GenerationError(f"inpaint_mode: an AR model inpaints with 'fim', not {mode!r}")
             codes = _each_clip(self.codec.encode_tokens, audio)[..., :n]
             out = self.model.inpaint(codes, start, end, text, mask, controls, temperature=sc.temperature,
                                      top_k=sc.top_k, top_p=sc.top_p, **_guidance(sc), generator=gen)
             info["inpaint_mode"] = "fim"
             return _each_clip(self.codec.decode_tokens, out)
-        supervised = self.cfg.model.inpainting == "supervised"
-        mode = mode or ("supervised" if supervised else "zero_shot")
-        if mode not in ("supervised", "zero_shot") or (mode == "supervised" and not supervised):
-            allowed = "'supervised' or 'zero_shot'" if supervised else "'zero_shot' (trained without inpainting)"
-            raise GenerationError(f"inpaint_mode: this FM model inpaints with {allowed}, not {mode!r}")
+        mode = mode or ("supervised" if self.cfg.model.inpainting == "supervised" else "zero_shot")
         latent = self.codec.normalize(_each_clip(self.codec.encode_latent, audio))[:, :n]
         out, sinfo = self.model.inpaint(latent, start, end, text, mask, controls, mode=mode, solver=sc.solver,
                                         steps=sc.steps, **_guidance(sc), time_shift=sc.time_shift,
                                         generator=gen)
         info.update(sinfo)
         info["inpaint_mode"] = mode
-        return _each_clip(self.codec.decode_latent, self.codec.unnormalize(out))
+        return _each_clip(self.codec.decode_latent, self.codec.unnormalize(out.float()))

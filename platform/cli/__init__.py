@@ -31,6 +31,7 @@ def _register() -> None:
         ("arfm.cli.generate", "generate"),
         ("arfm.cli.evaluate", "evaluate"),
         ("arfm.cli.report", "report"),
+        ("arfm.cli.serve", "serve"),
     ]:
         try:
             mod = importlib.import_module(module)
