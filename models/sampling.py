@@ -79,6 +79,8 @@ class Sampler:
     def __init__(self, rows: int, steps: int, n_codebooks: int, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 0.0, generator: Generators = None, device=None) -> None:
         self.greedy = top_k == 1 or temperature == 0
+        if top_k and top_p and not self.greedy:
+            raise ValueError(f"top_k={top_k} and top_p={top_p}: truncate with top-k or top-p, not both")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.u = None if self.greedy else uniforms((rows, steps, n_codebooks), generator, device)
 

@@ -165,8 +165,10 @@ class SampleConfig(_Section):
     """Sampling parameters for both paradigms (appendix D).
 
     AR truncation is top-k *or* top-p, never both, as in appendix D's search space (temperature in
-    {1.2, ..., 2.8} with top-p in {0.6, 0.8} or top-k in {250, 500}): setting both ``top_k`` and ``top_p`` is a
-    validation error, so ``--set sample.top_k=250`` on a preset that uses top-p also needs ``sample.top_p=0``.
+    {1.2, ..., 2.8} with top-p in {0.6, 0.8} or top-k in {250, 500}). Rule: a layer that sets one of them
+    (``--set``, a ``--config`` file, a request's or variant's sampling overrides) replaces the other with 0, so
+    ``--set sample.top_k=250`` on a preset that uses top-p samples with top-k alone (:func:`merge_sample`);
+    one layer setting both to non-zero values is a validation error naming the fields.
     Every preset samples AR at temperature 1.2 with top-p 0.8; the ``paper`` preset integrates FM with dopri5,
     the paper's best solver (section 5.1).
     """
@@ -302,6 +304,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def merge_sample(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` sampling settings updated with ``overrides``; an override that sets a non-zero ``top_k`` (or
+    ``top_p``) alone turns the other off (top-k or top-p, never both; see :class:`SampleConfig`)."""
+    out = {**base, **overrides}
+    _one_truncation(out, overrides)
+    return out
+
+
+def _one_truncation(sample: dict[str, Any], layer: dict[str, Any]) -> None:
+    for one, other in (("top_k", "top_p"), ("top_p", "top_k")):
+        if layer.get(one) and other not in layer:
+            sample[other] = 0
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message names every offending field."""
 
@@ -387,17 +403,30 @@ def resolve(
     name = preset or raw.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    merged = deep_merge(PRESETS[name], raw)
+    merged = _layer(copy.deepcopy(PRESETS[name]), raw)
     merged["preset"] = name
     if extra:
-        merged = deep_merge(merged, extra)
+        merged = _layer(merged, extra)
+    sets: dict[str, Any] = {}
     for item in overrides:
         path, value = parse_override(item)
         _set_path(merged, path, value)
+        if len(path) == 2 and path[0] == "sample":
+            sets[path[1]] = value
+    if isinstance(merged.get("sample"), dict):
+        _one_truncation(merged["sample"], sets)
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+def _layer(merged: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``merged``; a layer that sets top-k or top-p alone turns the other off."""
+    out = deep_merge(merged, layer)
+    if isinstance(out.get("sample"), dict) and isinstance(layer.get("sample"), dict):
+        _one_truncation(out["sample"], layer["sample"])
+    return out
 
 
 def dump_yaml(cfg: JobConfig) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from arfm.config import JobConfig, SampleConfig
+from arfm.config import JobConfig, SampleConfig, merge_sample
 from arfm.models.solvers import FIXED_STEP
 
 
@@ -68,7 +68,7 @@ def _as_sample_config(sample: SampleConfig | Mapping[str, Any] | None, base: Sam
         return base
     if isinstance(sample, SampleConfig):
         return sample
-    return SampleConfig.model_validate({**base.model_dump(), **dict(sample)})
+    return SampleConfig.model_validate(merge_sample(base.model_dump(), dict(sample)))
 
 
 def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from arfm.config import JobConfig, dump_yaml
+from arfm.config import JobConfig, dump_yaml, merge_sample
 from arfm.evaluate.prompts import crop_labels, load_background, load_prompts  # noqa: F401 (the job's API)
 
 INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, >= 1 s of context each side
@@ -244,7 +244,7 @@ def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, An
             req.inpaint_mode = spec["inpaint"]
         reqs.append(req)
     # the evaluation's sampling config, with the variant's changes: never the model's training-time defaults
-    sample = {**cfg.sample.model_dump(), **(spec.get("sample") or {})}
+    sample = merge_sample(cfg.sample.model_dump(), spec.get("sample") or {})
     t0 = time.perf_counter()
     results = gen.generate(reqs, sample=sample, batch_size=cfg.eval.batch_size,
                            return_entropy=gen.paradigm == "ar" and not spec.get("inpaint"))

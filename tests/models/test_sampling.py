@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from arfm.models.sampling import filter_logits, sample_tokens
+from arfm.models.sampling import Sampler, filter_logits
 
 
 def test_top_k_keeps_k_and_top_p_keeps_the_nucleus():
@@ -18,4 +18,4 @@ def test_top_k_with_top_p_is_refused():
     with pytest.raises(ValueError, match="top-k or top-p, not both"):
         filter_logits(logits, top_k=4, top_p=0.8)
     with pytest.raises(ValueError, match="not both"):
-        sample_tokens(logits, temperature=1.2, top_k=4, top_p=0.8)
+        Sampler(2, 1, 1, temperature=1.2, top_k=4, top_p=0.8)

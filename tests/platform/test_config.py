@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from arfm.cli import app
-from arfm.config import PRESETS, ConfigError, resolve
+from arfm.config import PRESETS, ConfigError, merge_sample, resolve
 from arfm.study import cell_config, load_study
 
 STUDY = Path(__file__).resolve().parents[2] / "experiments" / "study.yaml"
@@ -40,10 +40,24 @@ def test_minilm_stays_the_offline_default_of_the_small_presets():
     assert resolve("tiny").text.encoder == resolve("small").text.encoder == "minilm"
 
 
-def test_top_k_and_top_p_together_are_rejected_naming_the_fields():
-    with pytest.raises(ConfigError, match=r"sample.*sample\.top_k=250 and sample\.top_p=0\.8 are both set"):
-        resolve("paper", overrides=["sample.top_k=250"])
-    assert resolve("paper", overrides=["sample.top_k=250", "sample.top_p=0"]).sample.top_k == 250
+def test_top_k_and_top_p_together_are_rejected_naming_the_fields(tmp_path):
+    with pytest.raises(ConfigError, match=r"sample.*sample\.top_k=250 and sample\.top_p=0\.6 are both set"):
+        resolve("paper", overrides=["sample.top_k=250", "sample.top_p=0.6"])
+    # one of them set above the preset replaces the other: top-k alone, or top-p alone
+    top_k = resolve("paper", overrides=["sample.top_k=250"]).sample
+    assert (top_k.top_k, top_k.top_p) == (250, 0)
+    (tmp_path / "c.yaml").write_text("sample: {top_k: 500}\n")
+    from_file = resolve("paper", config_file=tmp_path / "c.yaml").sample
+    assert (from_file.top_k, from_file.top_p) == (500, 0)
+    back = resolve("paper", config_file=tmp_path / "c.yaml", overrides=["sample.top_p=0.6"]).sample
+    assert (back.top_k, back.top_p) == (0, 0.6)
+
+
+def test_sampling_overrides_replace_the_other_truncation():
+    base = resolve("tiny").sample.model_dump()
+    assert (merge_sample(base, {"top_k": 1})["top_p"], merge_sample(base, {"top_k": 1})["top_k"]) == (0, 1)
+    assert merge_sample({**base, "top_p": 0, "top_k": 250}, {"top_p": 0.8})["top_k"] == 0
+    assert merge_sample(base, {"temperature": 2.0})["top_p"] == 0.8  # untouched when neither is set
 
 
 def test_paper_study_uses_t5_and_quick_study_keeps_its_own_sampling(tmp_path):
