@@ -29,3 +29,9 @@ for available in (chordino_available(), madmom_available()):
     assert available, str(available)  # names the estimator and the import error
 print(f"arfm installed: torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 PY
+
+# The listening page's browser test drives Debian's chromium through chromium-driver (Selenium): with --dev,
+# install them when missing.
+if [ -n "$EXTRAS" ]; then
+  bash infra/install-browser.sh
+fi

@@ -32,6 +32,7 @@ def _register() -> None:
         ("arfm.cli.evaluate", "evaluate"),
         ("arfm.cli.report", "report"),
         ("arfm.cli.serve", "serve"),
+        ("arfm.cli.listening", "study"),
     ]:
         try:
             mod = importlib.import_module(module)

@@ -167,6 +167,12 @@ def _span(n_seconds: float, rng: np.random.Generator) -> tuple[float, float]:
     return start, start + length
 
 
+def inpaint_spans(n: int, seconds: float, seed: int) -> list[tuple[float, float]]:
+    """The masked span of each of ``n`` prompts, as an evaluation seeded ``seed`` (``train.seed``) draws them."""
+    rng = np.random.default_rng(seed)
+    return [_span(seconds, rng) for _ in range(n)]
+
+
 def build_variants(gen: Any, cfg: JobConfig, single_controls: bool = True) -> dict[str, dict[str, Any]]:
     """Variant name ("" for the default) -> ``{"sample": overrides, "controls": names|None, "inpaint": mode}``.
     ``single_controls=False`` (the untrained floor models) keeps the default sampling and inpainting only: no
@@ -234,13 +240,13 @@ def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, An
     from arfm.generate import GenerationRequest
 
     n_frames = gen.n_frames(seconds)
-    rng = np.random.default_rng(cfg.train.seed)
+    spans = inpaint_spans(len(prompts), seconds, cfg.train.seed)
     reqs = []
     for i, p in enumerate(prompts):
         req = GenerationRequest(caption=p["caption"], seconds=seconds, seed=cfg.train.seed + i,
                                 controls=_controls_for(gen, p, spec.get("controls"), n_frames))
         if spec.get("inpaint"):
-            req.inpaint_audio, req.inpaint_span = p["reference"], _span(seconds, rng)
+            req.inpaint_audio, req.inpaint_span = p["reference"], spans[i]
             req.inpaint_mode = spec["inpaint"]
         reqs.append(req)
     # the evaluation's sampling config, with the variant's changes: never the model's training-time defaults

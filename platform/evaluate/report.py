@@ -6,6 +6,7 @@
 - table 2: paradigm x frame rate (text conditioning, the main duration and batch size);
 - table 3: temporally aligned controls, all controls and one at a time (``single_<control>`` variants);
 - table 4: inpainting (AR fill-in-the-middle, FM supervised, FM zero-shot = ``inpaint_zs`` variant);
+- table 5: the human ratings of a listening study (:mod:`arfm.evaluate.report_listening`);
 - table 7 / figure 4: FM (EnCodec) frame rate x duration;
 - table 8 / figure 3: FM at fixed Euler step counts (``euler<N>`` variants);
 - figure 8: batch size x duration at a fixed number of updates;
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 from arfm.evaluate import report_baselines
 from arfm.evaluate.plots import plot_entropy, plot_f8, plot_steps, plot_t7, plot_table2
+from arfm.evaluate.report_listening import listening_section
 from arfm.evaluate.job import INPAINT_SPAN_FRAC
 from arfm.evaluate.results import METRICS
 from arfm.evaluate.runs import ReportError, RunView, Stat, collect_runs, latest
@@ -437,9 +439,10 @@ def build_report(runs: list[RunView], out: Path, experiment: str, uri: str = "")
     f8, d_f8 = figure8_table(ctx, gen, main)
     f9, curves = figure9(gen)
     sound, spec_fig = sound_section(picked, base, out, uri)
-    sections = [t2, table3(ctx, gen, base), table4(ctx, gen, base), t7, t8, f8, f9, appendix_b(ctx, runs), sound]
+    t5, t5_figs = listening_section(uri, experiment, out)
+    sections = [t2, table3(ctx, gen, base), table4(ctx, gen, base), t5, t7, t8, f8, f9, appendix_b(ctx, runs), sound]
     figs = [p for p in (plot_table2(picked, out), plot_t7(d7, out), plot_steps(d8, out), plot_f8(d_f8, out),
-                        plot_entropy(curves, out), spec_fig) if p is not None]
+                        plot_entropy(curves, out), spec_fig, *t5_figs) if p is not None]
     fad_models = sorted({r.stat("fad").method for r in gen if r.stat("fad").method})
     head = [f"# arfm study report — experiment `{experiment}`", "",
             f"Generated {_dt.datetime.now().isoformat(timespec='seconds')} from {len(runs)} runs"

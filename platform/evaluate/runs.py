@@ -166,7 +166,8 @@ def _float(v: Any) -> float | None:
 
 
 def collect_runs(experiment: str, uri: str) -> list[RunView]:
-    """Every run of ``experiment`` except report runs, newest first, with its per-sample file when logged."""
+    """Every run of ``experiment`` except report and listening-results runs, newest first, with its per-sample
+    file when logged."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -181,7 +182,7 @@ def collect_runs(experiment: str, uri: str) -> list[RunView]:
         page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
                                   order_by=["attributes.start_time DESC"])
         for r in page:
-            if r.data.tags.get("job") == "report":
+            if r.data.tags.get("job") in ("report", "listening"):  # outputs, not runs of the grid
                 continue
             view = RunView(run_id=r.info.run_id, name=r.info.run_name or r.info.run_id[:8], tags=dict(r.data.tags),
                            params=dict(r.data.params), metrics=dict(r.data.metrics),
