@@ -10,7 +10,7 @@
 from .ar import ARModel
 from .build import SIZES, ARConfig, BackboneConfig, FMConfig, build_from_config, build_model, config_dict, \
     count_parameters, make_config
-from .cfg import Guidance, cfg_combine, multi_source_combine
+from .cfg import Guidance, cfg_combine, jasco_combine, nested_combine, nested_to_jasco
 from .fm import FMModel
 from .paths import SigmaMinOTScheduler, conditional_velocity, ot_path
 from .solvers import integrate, time_grid
@@ -19,5 +19,6 @@ from .transformer import KVCache, Transformer
 __all__ = [
     "ARConfig", "ARModel", "BackboneConfig", "FMConfig", "FMModel", "Guidance", "KVCache", "SIZES",
     "SigmaMinOTScheduler", "Transformer", "build_from_config", "build_model", "cfg_combine", "conditional_velocity",
-    "config_dict", "count_parameters", "integrate", "make_config", "multi_source_combine", "ot_path", "time_grid",
+    "config_dict", "count_parameters", "integrate", "jasco_combine", "make_config", "nested_combine", "nested_to_jasco",
+    "ot_path", "time_grid",
 ]

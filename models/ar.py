@@ -166,7 +166,7 @@ class ARModel(nn.Module):
     @torch.no_grad()
     def _decode(self, prompt: Tensor, n_prompt: int, ctrl: dict | None, present: list[str], text: Tensor,
                 text_mask: Tensor | None, *, temperature: float, top_k: int, top_p: float, cfg: float,
-                control_cfg: Mapping[str, float] | None, use_cache: bool, return_entropy: bool,
+                control_cfg: Mapping[str, float] | None, cfg_all: float | None, use_cache: bool, return_entropy: bool,
                 generator: Generators) -> tuple[Tensor, Tensor]:
         """Fill an interleaved grid step by step; frames ``< n_prompt`` of ``prompt`` ``[B, K, F]`` are given.
 
@@ -180,7 +180,7 @@ class ARModel(nn.Module):
         forced = (frame_of < 0) | (frame_of >= n_frames) | (frame_of < n_prompt)  # [K, S]
         seq = interleave(prompt.to(dev).long(), self.empty, pattern)
         s_total = seq.shape[-1]
-        guidance = Guidance(cfg, control_cfg, present)
+        guidance = Guidance(cfg, control_cfg, present, cfg_all)
         n = guidance.n
         if text_mask is None:
             text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
@@ -220,7 +220,7 @@ class ARModel(nn.Module):
     def generate(self, text: Tensor, text_mask: Tensor | None, n_frames: int,
                  controls: Mapping[str, Tensor] | None = None, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 0.0, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
-                 use_cache: bool = True, return_entropy: bool = False,
+                 cfg_all: float | None = None, use_cache: bool = True, return_entropy: bool = False,
                  generator: Generators = None) -> Tensor | tuple[Tensor, Tensor]:
         """Sample codes ``[B, K, n_frames]`` from the start token (section 3.2, inference process).
 
@@ -243,8 +243,8 @@ class ARModel(nn.Module):
             if ctrl is not None:
                 ctrl = {n: fim_arrange(c, *span, (self.controls.null(n),) * 3) for n, c in ctrl.items()}
         seq, ent = self._decode(prompt, n_prompt, ctrl, present, text, text_mask, temperature=temperature,
-                                top_k=top_k, top_p=top_p, cfg=cfg, control_cfg=control_cfg, use_cache=use_cache,
-                                return_entropy=return_entropy, generator=generator)
+                                top_k=top_k, top_p=top_p, cfg=cfg, control_cfg=control_cfg, cfg_all=cfg_all,
+                                use_cache=use_cache, return_entropy=return_entropy, generator=generator)
         frames = deinterleave(seq, prompt.shape[-1], self.config.pattern)
         codes = fim_restore(frames, *span) if span is not None else frames
         return (codes, ent) if return_entropy else codes
@@ -253,7 +253,7 @@ class ARModel(nn.Module):
     def inpaint(self, codes: Tensor, start, end, text: Tensor, text_mask: Tensor | None,
                 controls: Mapping[str, Tensor] | None = None, *, temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 0.0, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
-                use_cache: bool = True, generator: Generators = None) -> Tensor:
+                cfg_all: float | None = None, use_cache: bool = True, generator: Generators = None) -> Tensor:
         """Fill-in-the-middle (appendix J): regenerate frames ``[start, end)`` of ``codes`` ``[B, K, T]``.
 
         The prompt ``[<a>, A, <c>, C, <b>]`` is decoded causally until ``|B| = end - start`` frames
@@ -274,6 +274,6 @@ class ARModel(nn.Module):
         frames = fim_arrange(codes, start, end, self.fim_tokens)
         n_prompt = prompt_frames(t, int(lengths[0]))
         seq, _ = self._decode(frames, n_prompt, ctrl, present, text, text_mask, temperature=temperature,
-                              top_k=top_k, top_p=top_p, cfg=cfg, control_cfg=control_cfg, use_cache=use_cache,
-                              return_entropy=False, generator=generator)
+                              top_k=top_k, top_p=top_p, cfg=cfg, control_cfg=control_cfg, cfg_all=cfg_all,
+                              use_cache=use_cache, return_entropy=False, generator=generator)
         return fim_restore(deinterleave(seq, t + 3, self.config.pattern), start, end)

@@ -1,17 +1,27 @@
-"""Classifier-free guidance, single and multi-source (section 4.5; JASCO, Tal et al., 2024).
+"""Classifier-free guidance: single source, and two multi-source forms (section 4.5).
 
 Single source (text and all controls together, ``w = cfg``):
 
     u = u(null) + w * (u(text, C) - u(null))
 
-Multi-source, with the sources ordered ``s_1 = text, s_2..s_n = controls`` and ``u_i`` the prediction
-conditioned on the first ``i`` sources only (``u_0`` fully null):
+Multi-source, JASCO's form (Tal et al., 2024): three branches, all conditions, text only (every control
+null) and nothing:
+
+    u = w_all * u(all) + w_txt * u(text) + (1 - w_all - w_txt) * u(null)
+
+Multi-source, nested form (this project's per-control generalisation, not JASCO's): with the sources
+ordered ``s_1 = text, s_2..s_n = controls`` and ``u_i`` the prediction conditioned on the first ``i``
+sources only (``u_0`` fully null),
 
     u = u_0 + sum_i w_i * (u_i - u_{i-1})
 
-With all weights 1 this telescopes to the fully conditional ``u_n``; with the control weights 0 it is
-text-only CFG with every control set to its null. Guidance applies to AR logits and FM velocities
-alike; all the branches run as one batch of ``n_branches * B`` rows (branch-major order).
+With all weights 1 it telescopes to the fully conditional ``u_n``; with the control weights 0 it is
+text-only CFG with every control null. The two forms coincide when every control shares one weight
+``w_c`` (text weight ``w_1``): the sum telescopes to ``w_c u_n + (w_1 - w_c) u_1 + (1 - w_1) u_0``, i.e.
+JASCO's form with ``w_all = w_c`` and ``w_txt = w_1 - w_c`` (:func:`nested_to_jasco`).
+
+Guidance applies to AR logits and FM velocities alike; all the branches run as one batch of
+``n_branches * B`` rows (branch-major order).
 """
 
 from __future__ import annotations
@@ -34,16 +44,28 @@ class Branch:
 class Guidance:
     """Plans the batched branches for given weights and combines their outputs.
 
-    ``cfg``: text (single-source: overall) weight. ``control_cfg``: per-control weights; empty or
-    None selects single-source CFG. A control present in ``controls`` but missing from a non-empty
-    ``control_cfg`` gets weight 1 (used, not amplified); weights for absent controls are ignored.
+    ``cfg``: text weight (single source: the overall weight; JASCO: ``w_txt``). ``control_cfg``:
+    per-control weights of the nested form; empty or None selects no nested guidance. A control present in
+    ``controls`` but missing from a non-empty ``control_cfg`` gets weight 1 (used, not amplified); weights
+    for absent controls are ignored. ``cfg_all``: JASCO's ``w_all``; set, it selects JASCO's form (with no
+    control present ``u(all) = u(text)``, so that is single-source CFG at ``w_all + w_txt``).
+    ``control_cfg`` and ``cfg_all`` are exclusive.
     """
 
     def __init__(self, cfg: float = 1.0, control_cfg: Mapping[str, float] | None = None,
-                 controls: Sequence[str] = ()) -> None:
+                 controls: Sequence[str] = (), cfg_all: float | None = None) -> None:
         present = list(controls)
+        if control_cfg and cfg_all is not None:
+            raise ValueError("control_cfg (nested multi-source CFG) and cfg_all (JASCO's form) are exclusive")
+        if cfg_all is not None and present:
+            self.mode = "jasco"
+            self.branches = [Branch(True, frozenset(present)), Branch(True, frozenset()), Branch(False, frozenset())]
+            self.weights = [float(cfg_all), float(cfg)]
+            return
+        if cfg_all is not None:
+            cfg = float(cfg) + float(cfg_all)
         if control_cfg:
-            self.mode = "multi"
+            self.mode = "nested"
             self.branches = [Branch(False, frozenset()), Branch(True, frozenset())]
             for i in range(len(present)):
                 self.branches.append(Branch(True, frozenset(present[: i + 1])))
@@ -76,7 +98,9 @@ class Guidance:
             return parts[0]
         if self.mode == "single":
             return cfg_combine(parts[0], parts[1], self.weights[0])
-        return multi_source_combine(list(parts), self.weights)
+        if self.mode == "jasco":
+            return jasco_combine(parts[0], parts[1], parts[2], *self.weights)
+        return nested_combine(list(parts), self.weights)
 
 
 def cfg_combine(cond: Tensor, uncond: Tensor, weight: float) -> Tensor:
@@ -84,7 +108,12 @@ def cfg_combine(cond: Tensor, uncond: Tensor, weight: float) -> Tensor:
     return uncond + weight * (cond - uncond)
 
 
-def multi_source_combine(outputs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+def jasco_combine(all_: Tensor, text: Tensor, null: Tensor, w_all: float, w_txt: float) -> Tensor:
+    """JASCO's multi-source CFG: ``w_all u(all) + w_txt u(text) + (1 - w_all - w_txt) u(null)``."""
+    return w_all * all_ + w_txt * text + (1.0 - w_all - w_txt) * null
+
+
+def nested_combine(outputs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """``u_0 + sum_i w_i (u_i - u_{i-1})`` for ``outputs = [u_0, ..., u_n]`` and ``n`` weights."""
     if len(outputs) != len(weights) + 1:
         raise ValueError(f"need len(weights) + 1 outputs, got {len(outputs)} and {len(weights)}")
@@ -92,3 +121,9 @@ def multi_source_combine(outputs: Sequence[Tensor], weights: Sequence[float]) ->
     for i, w in enumerate(weights, start=1):
         out = out + w * (outputs[i] - outputs[i - 1])
     return out
+
+
+def nested_to_jasco(text_weight: float, control_weight: float) -> tuple[float, float]:
+    """``(w_all, w_txt)`` of JASCO's form equal to the nested form with text weight ``text_weight`` and one
+    weight ``control_weight`` shared by every control."""
+    return control_weight, text_weight - control_weight

@@ -155,7 +155,8 @@ class FMModel(nn.Module):
     # ------------------------------------------------------------------------------------- sampling
     def guided_field(self, text: Tensor, text_mask: Tensor | None, n_frames: int,
                      controls: Mapping[str, Tensor] | None = None, *, cfg: float = 3.0,
-                     control_cfg: Mapping[str, float] | None = None, context: Tensor | None = None,
+                     control_cfg: Mapping[str, float] | None = None, cfg_all: float | None = None,
+                     context: Tensor | None = None,
                      frozen: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """``field(x [B, T, D], t) -> v``: the CFG-combined velocity, all branches in one batch.
 
@@ -164,7 +165,7 @@ class FMModel(nn.Module):
         b = text.shape[0]
         dev = self.device
         ctrl, present = self._control_frames(controls, b, n_frames)
-        g = Guidance(cfg, control_cfg, present)
+        g = Guidance(cfg, control_cfg, present, cfg_all)
         n = g.n
         if text_mask is None:
             text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=dev)
@@ -191,8 +192,8 @@ class FMModel(nn.Module):
     @torch.no_grad()
     def sample(self, text: Tensor, text_mask: Tensor | None, n_frames: int,
                controls: Mapping[str, Tensor] | None = None, *, solver: str = "euler", steps: int = 50,
-               cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None, rtol: float = 1e-5,
-               atol: float = 1e-5, time_shift: float = 1.0, noise: Tensor | None = None,
+               cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None, cfg_all: float | None = None,
+               rtol: float = 1e-5, atol: float = 1e-5, time_shift: float = 1.0, noise: Tensor | None = None,
                generator=None) -> tuple[Tensor, dict]:
         """Integrate from ``y0 ~ N(0, I)`` at ``t = 0`` to ``t = 1``: ``(latent [B, T, D] normalized, info)``.
 
@@ -207,7 +208,7 @@ class FMModel(nn.Module):
             context = self.context(torch.zeros(b, n_frames, self.latent_dim, device=self.device, dtype=self.dtype),
                                    torch.zeros(b, n_frames, dtype=torch.bool, device=self.device))
         field = self.guided_field(text, text_mask, n_frames, controls, cfg=cfg, control_cfg=control_cfg,
-                                  context=context)
+                                  cfg_all=cfg_all, context=context)
         return integrate(field, self._noise(noise, b, n_frames, generator), solver, steps, time_shift=time_shift,
                          rtol=rtol, atol=atol)
 
@@ -215,8 +216,8 @@ class FMModel(nn.Module):
     def inpaint(self, latent: Tensor, start, end, text: Tensor, text_mask: Tensor | None,
                 controls: Mapping[str, Tensor] | None = None, *, mode: str = "supervised", solver: str = "euler",
                 steps: int = 50, cfg: float = 3.0, control_cfg: Mapping[str, float] | None = None,
-                rtol: float = 1e-5, atol: float = 1e-5, time_shift: float = 1.0, noise: Tensor | None = None,
-                known_mask: Tensor | None = None, generator=None) -> tuple[Tensor, dict]:
+                cfg_all: float | None = None, rtol: float = 1e-5, atol: float = 1e-5, time_shift: float = 1.0,
+                noise: Tensor | None = None, known_mask: Tensor | None = None, generator=None) -> tuple[Tensor, dict]:
         """Regenerate frames ``[start, end)`` of ``latent`` ``[B, T, D]``; the other frames come back exactly.
 
         ``mode="supervised"`` (algorithm 2, needs a model trained with ``supervised_inpainting``):
@@ -234,7 +235,7 @@ class FMModel(nn.Module):
         else:
             known = known_mask.to(self.device).bool()
         x0 = self._noise(noise, b, n, generator)
-        kw = dict(cfg=cfg, control_cfg=control_cfg)
+        kw = dict(cfg=cfg, control_cfg=control_cfg, cfg_all=cfg_all)
         if mode == "supervised":
             if not self.supervised:
                 raise ValueError("supervised inpainting needs a model trained with model.inpainting=supervised; "

@@ -1,4 +1,4 @@
-"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k, top-p, entropy.
+"""Token sampling for AR decoding (section 3.2, appendices D and I): temperature, top-k or top-p, entropy.
 
 Randomness: ``generator`` is one ``torch.Generator`` for the whole batch, or a sequence with one generator per
 row of the batch. A :class:`Sampler` draws every uniform number a decode will use up front (one per row, step
@@ -25,7 +25,12 @@ def entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 0.0) -> Tensor:
-    """Set to -inf every logit outside the top-k and outside the top-p nucleus (0 disables each)."""
+    """Set to -inf every logit outside the top-k, or outside the top-p nucleus (0 disables each).
+
+    Top-k and top-p are exclusive (appendix D searches one or the other): asking for both raises.
+    """
+    if top_k and top_p:
+        raise ValueError(f"top_k={top_k} and top_p={top_p}: truncate with top-k or top-p, not both")
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -74,6 +79,8 @@ class Sampler:
     def __init__(self, rows: int, steps: int, n_codebooks: int, *, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 0.0, generator: Generators = None, device=None) -> None:
         self.greedy = top_k == 1 or temperature == 0
+        if top_k and top_p and not self.greedy:
+            raise ValueError(f"top_k={top_k} and top_p={top_p}: truncate with top-k or top-p, not both")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.u = None if self.greedy else uniforms((rows, steps, n_codebooks), generator, device)
 

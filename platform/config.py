@@ -70,7 +70,9 @@ class CodecConfig(_Section):
 
 
 class TextConfig(_Section):
-    """Text conditioner."""
+    """Text conditioner. The paper (section 4.2) conditions on T5: the ``paper`` preset uses ``t5`` with
+    ``t5-base`` (a hub id, or a local folder saved with ``save_pretrained``); ``tiny`` and ``small`` use the
+    offline MiniLM sentence encoder that ships as a package."""
 
     encoder: Literal["minilm", "t5", "tiny-t5"] = "minilm"
     name_or_path: str | None = Field(None, description="hub id or local directory (t5: default t5-base)")
@@ -139,6 +141,11 @@ class TrainConfig(_Section):
     valid_max_rows: int = Field(512, ge=1, description="rows of the validation split used for the loss")
     keep: Literal["last", "best"] = Field(
         "last", description="weights kept as the model artifact: the last step, or the lowest validation loss")
+    init_from: str | None = Field(
+        None, description="fine-tune (ar/fm): start from the matching weights of an arfm saved-model folder, "
+        "runs:/RUN_ID/model, models:/NAME/VERSION or run id, or of a MusicGen checkpoint in the transformers "
+        "format (hub id or local folder); new and dropped parameters go to the run's init_from.json, and the "
+        "optimizer starts fresh")
     fail_at_step: int | None = Field(None, ge=1, description="testing: raise in worker 0 at this step, once")
     seed: int = 0
 
@@ -155,10 +162,25 @@ class TrainConfig(_Section):
 
 
 class SampleConfig(_Section):
-    """Sampling parameters for both paradigms (appendix D)."""
+    """Sampling parameters for both paradigms (appendix D).
 
-    cfg: float = Field(3.0, ge=0, description="classifier-free guidance weight for text")
-    control_cfg: dict[str, float] = Field(default_factory=dict, description="multi-source CFG weight per control")
+    AR truncation is top-k *or* top-p, never both, as in appendix D's search space (temperature in
+    {1.2, ..., 2.8} with top-p in {0.6, 0.8} or top-k in {250, 500}). Rule: a layer that sets one of them
+    (``--set``, a ``--config`` file, a request's or variant's sampling overrides) replaces the other with 0, so
+    ``--set sample.top_k=250`` on a preset that uses top-p samples with top-k alone (:func:`merge_sample`);
+    one layer setting both to non-zero values is a validation error naming the fields.
+    Every preset samples AR at temperature 1.2 with top-p 0.8; the ``paper`` preset integrates FM with dopri5,
+    the paper's best solver (section 5.1).
+    """
+
+    cfg: float = Field(3.0, ge=0, description="classifier-free guidance weight for text (jasco: w_txt)")
+    cfg_form: Literal["nested", "jasco"] = Field(
+        "nested", description="multi-source CFG with controls: 'nested' u0 + sum_i w_i (u_i - u_(i-1)) over text "
+        "then each control (weights sample.cfg and sample.control_cfg; off while control_cfg is empty), or "
+        "'jasco' w_all u(all) + w_txt u(text) + (1 - w_all - w_txt) u(null) (JASCO; weights sample.cfg_all and "
+        "sample.cfg)")
+    control_cfg: dict[str, float] = Field(default_factory=dict, description="nested form: CFG weight per control")
+    cfg_all: float | None = Field(None, ge=0, description="jasco form: w_all, the all-conditions branch's weight")
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(0, ge=0, description="0 disables top-k")
     top_p: float = Field(0.0, ge=0, le=1, description="0 disables top-p")
@@ -168,6 +190,20 @@ class SampleConfig(_Section):
     rtol: float = Field(1e-5, gt=0)
     atol: float = Field(1e-5, gt=0)
     seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SampleConfig":
+        if self.top_k and self.top_p:
+            raise ValueError(f"sample.top_k={self.top_k} and sample.top_p={self.top_p} are both set: AR sampling "
+                             "truncates with top-k or top-p, not both; set sample.top_k=0 or sample.top_p=0")
+        if self.cfg_form == "jasco" and self.cfg_all is None:
+            raise ValueError("sample.cfg_all: sample.cfg_form=jasco needs w_all (sample.cfg is w_txt)")
+        if self.cfg_form == "jasco" and self.control_cfg:
+            raise ValueError("sample.control_cfg: per-control weights belong to sample.cfg_form=nested; jasco uses "
+                             "sample.cfg_all and sample.cfg")
+        if self.cfg_form == "nested" and self.cfg_all is not None:
+            raise ValueError("sample.cfg_all: JASCO's w_all needs sample.cfg_form=jasco")
+        return self
 
 
 class EvalConfig(_Section):
@@ -193,6 +229,16 @@ class EvalConfig(_Section):
     extra_solvers: list[Literal["midpoint", "heun", "dopri5"]] = Field(
         default_factory=list, description="FM: solvers also evaluated as variants (table 8), each with "
         "sample.steps when fixed-step; the run's own solver is the default variant")
+    equal_nfe_solvers: list[Literal["midpoint", "heun"]] = Field(
+        default_factory=list, description="FM text models: for each even count N of eval.euler_steps (or of "
+        "eval.few_step_nfe), also sample with these two-evaluation solvers at N/2 steps, the same N function "
+        "evaluations as Euler N (variants nfe<N>_midpoint, nfe<N>_heun; table 8)")
+    shifted_euler: float | None = Field(
+        None, gt=0, description="FM text models: also sample Euler N on the time-shifted grid with this shift "
+        "(sample.time_shift's definition; > 1 spends steps near the noise) for the same counts (variants "
+        "nfe<N>_shift; table 8)")
+    few_step_nfe: list[int] | None = Field(
+        None, description="the counts N of the two settings above (default: every count of eval.euler_steps)")
     audio_samples_logged: int = Field(4, ge=0)
 
 
@@ -235,7 +281,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"layers": 2, "dim": 64, "heads": 4, "ffn": 128},
         "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 1000,
                   "log_every": 25, "valid_every": 250},
-        "sample": {"steps": 16, "seconds": 4.0},
+        "sample": {"steps": 16, "seconds": 4.0, "temperature": 1.2, "top_p": 0.8},
         "eval": {"n_samples": 8, "batch_size": 8, "euler_steps": [4, 8, 16]},
     },
     # One workstation GPU, or a patient CPU.
@@ -245,11 +291,31 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "steps": 20_000, "batch_size": 16},
         "model": {"layers": 8, "dim": 512, "heads": 8, "ffn": 2048},
         "train": {"steps": 50_000, "batch_size": 32, "warmup_steps": 1000, "checkpoint_every": 1000},
+        "sample": {"temperature": 1.2, "top_p": 0.8},
         "eval": {"n_samples": 128},
     },
-    # The study itself (sections 4.2, 4.4, appendix E): 400M backbone, 10 s segments, batch 256.
-    "paper": {},
+    # The study itself (sections 4.2, 4.4, appendices D, E): 400M backbone conditioned on T5, 10 s segments,
+    # batch 256, a codec trained for 400k steps (E.1), AR sampled in appendix D's space, FM integrated with dopri5.
+    "paper": {
+        "codec": {"steps": 400_000},
+        "text": {"encoder": "t5"},  # text.name_or_path: t5-base by default, or a local folder
+        "sample": {"temperature": 1.2, "top_p": 0.8, "solver": "dopri5"},
+    },
 }
+
+
+def merge_sample(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` sampling settings updated with ``overrides``; an override that sets a non-zero ``top_k`` (or
+    ``top_p``) alone turns the other off (top-k or top-p, never both; see :class:`SampleConfig`)."""
+    out = {**base, **overrides}
+    _one_truncation(out, overrides)
+    return out
+
+
+def _one_truncation(sample: dict[str, Any], layer: dict[str, Any]) -> None:
+    for one, other in (("top_k", "top_p"), ("top_p", "top_k")):
+        if layer.get(one) and other not in layer:
+            sample[other] = 0
 
 
 class ConfigError(ValueError):
@@ -337,17 +403,30 @@ def resolve(
     name = preset or raw.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    merged = deep_merge(PRESETS[name], raw)
+    merged = _layer(copy.deepcopy(PRESETS[name]), raw)
     merged["preset"] = name
     if extra:
-        merged = deep_merge(merged, extra)
+        merged = _layer(merged, extra)
+    sets: dict[str, Any] = {}
     for item in overrides:
         path, value = parse_override(item)
         _set_path(merged, path, value)
+        if len(path) == 2 and path[0] == "sample":
+            sets[path[1]] = value
+    if isinstance(merged.get("sample"), dict):
+        _one_truncation(merged["sample"], sets)
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+def _layer(merged: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``merged``; a layer that sets top-k or top-p alone turns the other off."""
+    out = deep_merge(merged, layer)
+    if isinstance(out.get("sample"), dict) and isinstance(layer.get("sample"), dict):
+        _one_truncation(out["sample"], layer["sample"])
+    return out
 
 
 def dump_yaml(cfg: JobConfig) -> str:

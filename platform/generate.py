@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from arfm.config import JobConfig, SampleConfig
+from arfm.config import JobConfig, SampleConfig, merge_sample
 from arfm.models.solvers import FIXED_STEP
 
 
@@ -56,12 +56,19 @@ class GenerationError(ValueError):
     """A request the loaded model cannot serve; the message names the field."""
 
 
+def _guidance(sc: SampleConfig) -> dict[str, Any]:
+    """The model's CFG keywords: text weight, and the nested form's per-control weights or JASCO's ``w_all``."""
+    if sc.cfg_form == "jasco":
+        return {"cfg": sc.cfg, "cfg_all": sc.cfg_all}
+    return {"cfg": sc.cfg, "control_cfg": sc.control_cfg or None}
+
+
 def _as_sample_config(sample: SampleConfig | Mapping[str, Any] | None, base: SampleConfig) -> SampleConfig:
     if sample is None:
         return base
     if isinstance(sample, SampleConfig):
         return sample
-    return SampleConfig.model_validate({**base.model_dump(), **dict(sample)})
+    return SampleConfig.model_validate(merge_sample(base.model_dump(), dict(sample)))
 
 
 def resolve_source(source: str | Path, tracking_uri: str | None = None) -> Path:
@@ -254,20 +261,22 @@ class Generator:
         text, mask = text.to(self.device), mask.to(self.device)
         controls = self._controls(reqs, n)
         gen, seeds = self._generators(reqs)
-        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs), "cfg": sc.cfg}
+        info: dict[str, Any] = {"paradigm": self.paradigm, "frames": n, "batch": len(reqs), "cfg": sc.cfg,
+                                "cfg_form": sc.cfg_form}
+        if sc.cfg_all is not None:
+            info["cfg_all"] = sc.cfg_all
         entropy = None
         if inpaint:
             audio = self._inpaint(reqs, n, text, mask, controls, sc, gen, info)
         elif self.paradigm == "ar":
             out = self.model.generate(text, mask, n, controls, temperature=sc.temperature, top_k=sc.top_k,
-                                      top_p=sc.top_p, cfg=sc.cfg, control_cfg=sc.control_cfg or None,
-                                      return_entropy=return_entropy, generator=gen)
+                                      top_p=sc.top_p, **_guidance(sc), return_entropy=return_entropy, generator=gen)
             codes, entropy = out if return_entropy else (out, None)
             audio = _each_clip(self.codec.decode_tokens, codes)
-            info.update(temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg)
+            info.update(temperature=sc.temperature, top_k=sc.top_k, top_p=sc.top_p)
         else:
-            latent, sinfo = self.model.sample(text, mask, n, controls, solver=sc.solver, steps=sc.steps, cfg=sc.cfg,
-                                              control_cfg=sc.control_cfg or None, rtol=sc.rtol, atol=sc.atol,
+            latent, sinfo = self.model.sample(text, mask, n, controls, solver=sc.solver, steps=sc.steps,
+                                              **_guidance(sc), rtol=sc.rtol, atol=sc.atol,
                                               time_shift=sc.time_shift, generator=gen)
             # float32 for the codec whatever the model's precision (bf16 weights on CUDA)
             audio = _each_clip(self.codec.decode_latent, self.codec.unnormalize(latent.float()))
@@ -304,13 +313,14 @@ class Generator:
         if self.paradigm == "ar":
             codes = _each_clip(self.codec.encode_tokens, audio)[..., :n]
             out = self.model.inpaint(codes, start, end, text, mask, controls, temperature=sc.temperature,
-                                     top_k=sc.top_k, top_p=sc.top_p, cfg=sc.cfg, generator=gen)
+                                     top_k=sc.top_k, top_p=sc.top_p, **_guidance(sc), generator=gen)
             info["inpaint_mode"] = "fim"
             return _each_clip(self.codec.decode_tokens, out)
         mode = mode or ("supervised" if self.cfg.model.inpainting == "supervised" else "zero_shot")
         latent = self.codec.normalize(_each_clip(self.codec.encode_latent, audio))[:, :n]
         out, sinfo = self.model.inpaint(latent, start, end, text, mask, controls, mode=mode, solver=sc.solver,
-                                        steps=sc.steps, cfg=sc.cfg, time_shift=sc.time_shift, generator=gen)
+                                        steps=sc.steps, **_guidance(sc), time_shift=sc.time_shift,
+                                        generator=gen)
         info.update(sinfo)
         info["inpaint_mode"] = mode
         return _each_clip(self.codec.decode_latent, self.codec.unnormalize(out.float()))

@@ -229,18 +229,42 @@ class StudyRunner:
         return max(1, min(limits))
 
     def stage_train(self) -> bool:
-        import ray
-
-        todo: list[tuple[Cell, JobConfig]] = []
+        todo: list[Cell] = []
         for cell in self.study.cells:
-            cfg = self.cell_cfg(cell)
-            done = self._finished(cfg, "train")
+            done = self._finished(self.cell_cfg(cell), "train")
             if done:
                 self.log(f"{cell.name}: finished run {done} reused")
             else:
+                todo.append(cell)
+        ok = True
+        for wave in self.study.train_waves(todo):  # fine-tuned cells after the cells they start from
+            ok = self._train_wave(wave) and ok
+        return ok
+
+    def _fine_tune_cfg(self, cell: Cell) -> JobConfig | None:
+        """The cell's config; a fine-tuned cell (the study's ``init_from``) starts from its source cell's model."""
+        src = self.study.source_cell(cell)
+        if src is None:
+            return self.cell_cfg(cell)
+        run_id = self._finished(self.cell_cfg(src), "train")
+        if not run_id:
+            self.log(f"[red]{cell.name}: not trained: it fine-tunes from {src.name}, which has no finished "
+                     "run[/red]")
+            return None
+        self.log(f"{cell.name}: fine-tunes from {src.name} (run {run_id})")
+        return cell_config(self.study, cell, self.root, [f"train.init_from=runs:/{run_id}/model", *self.overrides])
+
+    def _train_wave(self, cells: list[Cell]) -> bool:
+        import ray
+
+        todo: list[tuple[Cell, JobConfig]] = []
+        for cell in cells:
+            cfg = self._fine_tune_cfg(cell)
+            if cfg is not None:
                 todo.append((cell, cfg))
+        complete = len(todo) == len(cells)
         if not todo:
-            return True
+            return complete
         from arfm import tracking
         from arfm.train.progress import Watcher
 
@@ -270,7 +294,7 @@ class StudyRunner:
                                    finished=lambda name: watcher.remove(name))
         self._summary("training", results, ["cell", "final_step", "loss", "valid_loss", "kept_step", "steps_per_s",
                                             "data_wait_frac_median", "stopped", "wall_s"])
-        return ok
+        return ok and complete
 
     def _run_limited(self, items: list[tuple[str, Any, tuple]], limit: int, verb: str,
                      results: list[dict[str, Any]] | None = None, started=None, finished=None) -> bool:

@@ -53,6 +53,31 @@ class Study:
     codec_budget_s: float | None = None
     train_budget_s: float | None = None
     search: dict[str, Any] = field(default_factory=dict)  # the tune stage: {"cells": [...], "spaces": {ar, fm}}
+    # fine-tuning: {group: {"group": source group, "paradigms": [...]}}: those cells start from the weights of
+    # the source group's text cell with the same paradigm, frame rate, duration and batch size
+    init_from: dict[str, dict[str, Any]] = field(default_factory=dict)
+    all_cells: list[Cell] = field(default_factory=list)  # before --only: a source may be outside the selection
+
+    def source_cell(self, cell: Cell) -> Cell | None:
+        """The cell whose trained model ``cell`` fine-tunes from, or None (trained from scratch)."""
+        rule = self.init_from.get(cell.group)
+        if not rule or cell.paradigm not in rule.get("paradigms", ("ar", "fm")):
+            return None
+        for c in self.all_cells or self.cells:
+            if (c.group == rule["group"] and c.conditioning == "text" and
+                    (c.paradigm, c.frame_rate, c.duration, c.batch_size) ==
+                    (cell.paradigm, cell.frame_rate, cell.duration, cell.batch_size)):
+                return c
+        raise ConfigError(f"studies.{self.name}.init_from.{cell.group}: no text cell of group {rule['group']!r} "
+                          f"matches {cell.name} (same paradigm, frame rate, duration and batch size)")
+
+    def train_waves(self, cells: list[Cell]) -> list[list[Cell]]:
+        """``cells`` in the order training may run them: first those that start from scratch (or from a cell
+        outside ``cells``), then those that fine-tune from a cell of the first wave."""
+        names = {c.name for c in cells}
+        later = [c for c in cells if (src := self.source_cell(c)) is not None and src.name in names]
+        first = [c for c in cells if c not in later]
+        return [w for w in (first, later) if w]
 
     @property
     def frame_rates(self) -> list[int]:
@@ -86,19 +111,32 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
                                   f" {', '.join(CONDITIONINGS)}")
             if all(c.name != cell.name for c in cells):
                 cells.append(cell)
+    all_cells = list(cells)
     if only:
         cells = [c for c in cells if any(o == c.group or o in c.name for o in only)]
         if not cells:
             raise ConfigError(f"--only {' '.join(only)}: no cell of study {name!r} matches")
+    init_from = spec.get("init_from") or {}
+    for group, rule in init_from.items():
+        where = f"studies.{name}.init_from.{group}"
+        if not isinstance(rule, dict) or "group" not in rule:
+            raise ConfigError(f"{where}: expected {{group: SOURCE_GROUP, paradigms: [ar]}}")
+        known = {c.group for c in all_cells}
+        if group not in known or rule["group"] not in known:
+            raise ConfigError(f"{where}: groups {group!r} and {rule['group']!r} must both be in the study")
     per_paradigm = spec.get("paradigm_set") or {}
     unknown = sorted(set(per_paradigm) - {"ar", "fm"})
     if unknown:
         raise ConfigError(f"studies.{name}.paradigm_set: {unknown} are not paradigms (ar, fm)")
-    return Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
-                 cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
-                 paradigm_overrides=per_paradigm,
-                 codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"),
-                 search=_search(spec.get("search") or {}, name))
+    study = Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
+                  cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
+                  paradigm_overrides=per_paradigm,
+                  codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"),
+                  init_from=init_from, all_cells=all_cells,
+                  search=_search(spec.get("search") or {}, name))
+    for cell in all_cells:
+        study.source_cell(cell)  # every fine-tuned cell has its source (raises naming the rule otherwise)
+    return study
 
 
 def _search(search: dict[str, Any], name: str) -> dict[str, Any]:

@@ -260,6 +260,12 @@ def log_model_dir(uri: str, run_id: str, local_dir: str | Path, artifact_path: s
 
 
 @_retrying
+def log_file(uri: str, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Upload one file (e.g. the fine-tuning report ``init_from.json``) as an artifact of the run."""
+    client(uri).log_artifact(run_id, str(path), artifact_path)
+
+
+@_retrying
 def register_model(uri: str, run_id: str, name: str, artifact_path: str = "model") -> str:
     """Register ``runs:/<run_id>/<artifact_path>`` under ``name`` (e.g. ``arfm-ar``); return the version."""
     c = client(uri)

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 from ray import serve
 
-from arfm.config import SampleConfig
+from arfm.config import SampleConfig, merge_sample
 from arfm.generate import GenerationError, GenerationRequest
 from arfm.models.solvers import FIXED_STEP
 from arfm.serving import inputs
@@ -147,7 +147,7 @@ class ModelServer:
     def _sample(self, overrides: dict[str, Any] | None) -> SampleConfig:
         """The model's default sampling with the request's overrides, within the server's limits."""
         try:
-            sc = SampleConfig.model_validate({**self.model.sample.model_dump(), **(overrides or {})})
+            sc = SampleConfig.model_validate(merge_sample(self.model.sample.model_dump(), overrides or {}))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise FieldError(".".join(["sample", *map(str, err["loc"])]), err["msg"]) from None

@@ -9,7 +9,9 @@ and, on the synthetic corpus, the exact chord / melody / downbeat labels; fewer 
 with a note) and generates them under each sampling *variant*, always with the evaluation's ``sample`` config:
 
 - the default sampling (no variant prefix: ``eval/fad`` ...);
-- FM: fixed-step Euler at every count of ``eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3);
+- FM: fixed-step Euler at every count of ``eval.euler_steps`` (``eval/euler<N>/...``, table 8 / figure 3), and
+  beside each count N, midpoint / Heun at N/2 steps (``nfe<N>_midpoint`` ...) and Euler N on a time-shifted
+  grid (``nfe<N>_shift``) when ``eval.equal_nfe_solvers`` / ``eval.shifted_euler`` ask for them;
 - models with controls: each control alone, the others null (``eval/single_<name>/...``, table 3);
 - inpainting models: the masked-span edit of section 5.3 (``eval/inpaint/...``), and for text-only FM models
   zero-shot inpainting by inversion (``eval/inpaint_zs/...``, table 4).
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from arfm.config import JobConfig, dump_yaml
+from arfm.config import JobConfig, dump_yaml, merge_sample
 from arfm.evaluate.prompts import crop_labels, load_background, load_prompts  # noqa: F401 (the job's API)
 
 INPAINT_SPAN_FRAC, INPAINT_MARGIN_FRAC = 0.5, 0.1  # a 5 s span of a 10 s clip, >= 1 s of context each side
@@ -197,12 +199,28 @@ def build_variants(gen: Any, cfg: JobConfig, single_controls: bool = True) -> di
         if single_controls and not model_cfg.controls:  # table 8's rows: text models; floors: fixed steps only
             for solver in cfg.eval.extra_solvers:
                 variants[solver] = {"alias": ""} if cfg.sample.solver == solver else {"sample": {"solver": solver}}
+            variants.update(few_step_variants(cfg))
         if not model_cfg.controls:
             variants["inpaint_zs"] = {"sample": {}, "inpaint": "zero_shot"}
     if len(model_cfg.controls) > 1 and single_controls:
         for name in model_cfg.controls:
             variants[f"single_{name}"] = {"sample": {}, "controls": [name]}
     return variants
+
+
+def few_step_variants(cfg: JobConfig) -> dict[str, dict[str, Any]]:
+    """Table 8's few-step rows beside Euler N: midpoint / Heun at N/2 steps (equal NFE) and Euler N on the
+    time-shifted grid (``nfe<N>_<solver>``, ``nfe<N>_shift``)."""
+    e = cfg.eval
+    counts = e.few_step_nfe if e.few_step_nfe is not None else e.euler_steps
+    out: dict[str, dict[str, Any]] = {}
+    for n in counts:
+        if n % 2 == 0:
+            for solver in e.equal_nfe_solvers:
+                out[f"nfe{n}_{solver}"] = {"sample": {"solver": solver, "steps": n // 2}}
+        if e.shifted_euler is not None:
+            out[f"nfe{n}_shift"] = {"sample": {"solver": "euler", "steps": n, "time_shift": e.shifted_euler}}
+    return out
 
 
 def _controls_for(gen: Any, prompt: dict[str, Any], names: list[str] | None, n_frames: int) -> dict | None:
@@ -241,7 +259,7 @@ def generate_variant(gen: Any, prompts: list[dict[str, Any]], spec: dict[str, An
             req.inpaint_mode = spec["inpaint"]
         reqs.append(req)
     # the evaluation's sampling config, with the variant's changes: never the model's training-time defaults
-    sample = {**cfg.sample.model_dump(), **(spec.get("sample") or {})}
+    sample = merge_sample(cfg.sample.model_dump(), spec.get("sample") or {})
     t0 = time.perf_counter()
     results = gen.generate(reqs, sample=sample, batch_size=cfg.eval.batch_size,
                            return_entropy=gen.paradigm == "ar" and not spec.get("inpaint"))

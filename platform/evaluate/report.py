@@ -278,7 +278,8 @@ def table7(ctx: _Ctx, gen: list[RunView], main) -> tuple[str, dict]:
 
 def table8(ctx: _Ctx, gen: list[RunView], main, base: list[RunView] = ()) -> tuple[str, dict]:
     runs = [r for r in gen if r.conditioning == "text" and r.model_label == "FM (EnC)" and _is_main(r, main)]
-    prefixes = [""] + [f"{v}/" for r in runs for p in ("euler", "midpoint", "heun", "dopri5") for v in r.variants(p)]
+    prefixes = [""] + [f"{v}/" for r in runs for p in ("euler", "midpoint", "heun", "dopri5", "nfe")
+                       for v in r.variants(p)]
     metrics = _with_fad2(["fad", "clap", "pq", "pc", "ce"], runs, prefixes)
     fad_h = _fad_label(runs, [f"{p}fad" for p in prefixes])
     fad2_h = _fad_label(runs, [f"{p}fad2" for p in prefixes], "FAD₂↓")
@@ -294,6 +295,7 @@ def table8(ctx: _Ctx, gen: list[RunView], main, base: list[RunView] = ()) -> tup
             rows.append([str(fr), str(steps)] + row)
             if has:
                 data.setdefault(fr, {})[steps] = {m: r.stat(f"euler{steps}/{m}") for m in metrics}
+            rows += [[str(fr), label] + _metric_row(ctx, r, metrics, f"{v}/") for v, label in _few_step(r, steps)]
         if r is not None:
             for extra in ("midpoint", "heun", "dopri5"):
                 if r.variants(extra):
@@ -303,8 +305,24 @@ def table8(ctx: _Ctx, gen: list[RunView], main, base: list[RunView] = ()) -> tup
             label = f"{solver}{' ' + steps if steps else ''} (run default)" if solver else "run default"
             rows.append([str(fr), label] + _metric_row(ctx, r, metrics))
             rows += _base_rows(ctx, list(base), "8", metrics, lambda label, fr=fr: [str(fr), label], fr)
-    return ("## Table 8 / figure 3 — FM (EnCodec) with a fixed number of Euler steps\n\n"
+    return ("## Table 8 / figure 3 — FM (EnCodec) with a fixed number of Euler steps; midpoint and Heun at the "
+            "same number of function evaluations (NFE), and Euler on a time-shifted grid\n\n"
             + _md_table(["Hz", "Steps", "n"] + _headers(metrics, fad_h, fad2_h) + ["run"], rows)), data
+
+
+def _few_step(r: RunView | None, nfe: int) -> list[tuple[str, str]]:
+    """(variant, row label) of the few-step rows at ``nfe`` evaluations: midpoint / Heun at nfe/2 steps, then
+    Euler on the time-shifted grid."""
+    if r is None:
+        return []
+    found = r.variants(f"nfe{nfe}_")
+    rows = [(f"nfe{nfe}_{s}", f"{s} {nfe // 2} (NFE {nfe})") for s in ("midpoint", "heun")
+            if f"nfe{nfe}_{s}" in found]
+    if f"nfe{nfe}_shift" in found:
+        shift = _eval_setting(r, "eval.shifted_euler")
+        shown = f" ×{shift}" if shift not in (None, "None", "") else ""
+        rows.append((f"nfe{nfe}_shift", f"{nfe} shifted{shown} (NFE {nfe})"))
+    return rows
 
 
 def _eval_setting(r: RunView, key: str) -> str | None:

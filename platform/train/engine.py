@@ -14,6 +14,7 @@ from arfm.config import ConfigError, JobConfig
 DS_TAG = "ds"
 FAIL_MARKER = ".injected_failure"
 ATTEMPTS_FILE = "attempts.jsonl"
+INIT_REPORT = "init_from.json"  # fine-tuning: loaded, new and dropped parameters (arfm.finetune)
 
 
 # ----------------------------------------------------------------------------------------------- config checks
@@ -165,3 +166,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- worker
+
+
+# ----------------------------------------------------------------------------------------------- the model
+def initial_model(task: Any, cfg: JobConfig, log: Callable[[str], Any] | None = None,
+                  report_dir: str | os.PathLike | None = None, tracking_uri: str | None = None):
+    """The task's fresh model, then, with ``train.init_from``, the source's matching weights (fine-tuning).
+
+    The report of loaded, new and dropped parameters is logged through ``log`` and written to
+    ``report_dir/init_from.json``. The caller builds the optimizer afterwards, so it always starts fresh.
+    """
+    model = task.build_model(cfg)
+    source = cfg.train.init_from
+    if source:
+        if getattr(task, "name", None) not in ("ar", "fm"):
+            raise ConfigError(f"train.init_from applies to ar and fm training, not to the {task.name!r} task")
+        from arfm.finetune import init_from, summary, write_report
+
+        report = init_from(model, source, tracking_uri)
+        if log is not None:
+            log(summary(report))
+        if report_dir is not None:
+            write_report(report, report_dir)
+    return model
+

@@ -89,7 +89,7 @@ def train_local(cfg: JobConfig, task_name: str | Task, steps: int | None = None,
     """
     import torch
 
-    from arfm.train.engine import BudgetClock, lr_lambda
+    from arfm.train.engine import BudgetClock, initial_model, lr_lambda
 
     task = get_task(task_name) if isinstance(task_name, str) else task_name
     if hasattr(task, "job_config"):
@@ -99,7 +99,7 @@ def train_local(cfg: JobConfig, task_name: str | Task, steps: int | None = None,
     t = cfg.train
     dev = torch.device(device or ("cuda" if t.use_gpu and torch.cuda.is_available() else "cpu"))
     torch.manual_seed(t.seed)
-    model = task.build_model(cfg).to(dev).train()
+    model = initial_model(task, cfg, log, tracking_uri=cfg.tracking.uri).to(dev).train()
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -38,8 +38,8 @@ from typing import Any, Callable
 
 from arfm import tracking
 from arfm.config import JobConfig
-from arfm.train.engine import (ATTEMPTS_FILE, DS_TAG, FAIL_MARKER, check_config, deepspeed_config,  # noqa: F401
-                               lr_lambda, micro_batch_size, rng_state, safe_load, set_rng_state)
+from arfm.train.engine import (ATTEMPTS_FILE, DS_TAG, FAIL_MARKER, INIT_REPORT, check_config,  # noqa: F401
+                               deepspeed_config, lr_lambda, micro_batch_size, rng_state, safe_load, set_rng_state)
 from arfm.raylogs import quiet_ray_data
 from arfm.train import data as train_data
 from arfm.train import progress
@@ -186,6 +186,9 @@ def run_training(
     model_dir = ckpt_dir / "model" if ckpt_dir is not None and (ckpt_dir / "model").is_dir() else None
     done_tags = {"checkpoint_dir": str(ckpt_dir), "stopped": str(metrics.get("stopped", "completed")),
                  "final_step": str(metrics.get("step", "")), "weights_kept": _kept(metrics)}
+    init_report = run_dir / INIT_REPORT
+    if init_report.is_file():  # fine-tuning: which weights came from train.init_from, which were new or dropped
+        tracking.log_file(uri, run_id, init_report)
     if model_dir is not None:
         tracking.log_model_dir(uri, run_id, model_dir, "model")
         if cfg.tracking.register_models:

@@ -15,7 +15,8 @@ from arfm.config import JobConfig
 from arfm.train import data as train_data
 from arfm.train import progress
 from arfm.train.engine import (ATTEMPTS_FILE, DS_TAG, FAIL_MARKER, BudgetClock, _weights_only_loads,
-                               deepspeed_config, lr_lambda, micro_batch_size, rng_state, safe_load, set_rng_state)
+                               deepspeed_config, initial_model, lr_lambda, micro_batch_size, rng_state, safe_load,
+                               set_rng_state)
 from arfm.train.task import Task, get_task
 
 VALID_SEED = 20_000_003  # the fixed draws (FM noise and t, inpainting spans) of every validation pass
@@ -66,7 +67,11 @@ class _Worker:
 
         self.torch = torch
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        model = self.task.build_model(self.cfg)
+        if ckpt is None:  # a fresh start: fine-tuning loads its source here; a resumed run its checkpoint
+            model = initial_model(self.task, self.cfg, _say if self.rank == 0 else None,
+                                  self.run_dir if self.rank == 0 else None, conf.get("tracking_uri"))
+        else:
+            model = self.task.build_model(self.cfg)
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -73,6 +73,20 @@ def test_variants_of_each_kind_of_model():
     ctl = build_variants(_gen("ar", controls="[chords, melody]"), cfg)
     assert list(ctl) == ["", "single_chords", "single_melody"] and ctl["single_melody"]["controls"] == ["melody"]
     assert build_variants(_gen("fm", inpainting="supervised"), cfg) == {"inpaint": {"sample": {}, "inpaint": "supervised"}}
+
+
+def test_few_step_variants_match_each_euler_rows_nfe():
+    cfg = resolve("tiny", overrides=["eval.euler_steps=[4, 7, 16]", "eval.equal_nfe_solvers=[midpoint, heun]",
+                                     "eval.shifted_euler=3.0"])
+    fm = build_variants(_gen("fm"), cfg)
+    assert fm["nfe4_midpoint"] == {"sample": {"solver": "midpoint", "steps": 2}}
+    assert fm["nfe16_heun"] == {"sample": {"solver": "heun", "steps": 8}}
+    assert fm["nfe7_shift"] == {"sample": {"solver": "euler", "steps": 7, "time_shift": 3.0}}
+    assert "nfe7_midpoint" not in fm  # an odd count has no two-evaluation counterpart
+    only = resolve("tiny", overrides=["eval.euler_steps=[4, 16]", "eval.equal_nfe_solvers=[heun]", "eval.few_step_nfe=[4]"])
+    assert [v for v in build_variants(_gen("fm"), only) if v.startswith("nfe")] == ["nfe4_heun"]
+    assert not any(v.startswith("nfe") for v in build_variants(_gen("fm", controls="[chords]"), cfg))
+    assert not any(v.startswith("nfe") for v in build_variants(_gen("fm"), cfg, single_controls=False))
     assert build_variants(_gen("ar", inpainting="fim"), cfg) == {"inpaint": {"sample": {}, "inpaint": "fim"}}
 
 

@@ -74,8 +74,10 @@ def store(tmp_path_factory):
     ar50.notes.append("8 samples asked, but the valid split of /data holds 4 clips: evaluated n = 4")
     ids["ar50"] = _log_run(client, exp_id, tmp, _tags("ar", 50, "ar-50hz-10s-b256-text"), per_sample=ar50)
     ids["fm50"] = _log_run(client, exp_id, tmp, _tags("fm", 50, "fm-50hz-10s-b256-text"),
-                           params={"eval.euler_steps": "[10, 50]", "sample.solver": "dopri5"},
-                           per_sample=_ps(vals, variants=("euler10", "euler50", "inpaint_zs"), fad=2.0))
+                           params={"eval.euler_steps": "[10, 50]", "sample.solver": "dopri5",
+                                   "eval.shifted_euler": "3.0"},
+                           per_sample=_ps(vals, variants=("euler10", "euler50", "inpaint_zs", "nfe10_midpoint",
+                                                          "nfe10_heun", "nfe10_shift"), fad=2.0))
     ids["fm25"] = _log_run(client, exp_id, tmp, {**_tags("fm", 25, "fm-25hz-10s-b256-text"),
                                                  "eval/clap.method": f"{METHODS['clap']}; 95% t interval"},
                            metrics={"eval/fad": 0.9, "eval/clap": 0.33})
@@ -207,6 +209,10 @@ def test_report_tables_figures_and_report_run(store, tmp_path):
     assert _row(t8, "50", "50")["n"] == "4"
     assert all(_cells(line)[:2] != ["50", "25"] for line in t8.splitlines() if line.startswith("|"))
     assert "dopri5 (run default)" in t8
+    steps_col = [_cells(line)[1] for line in t8.splitlines() if line.startswith("| 50 ")]
+    at = steps_col.index("10")  # equal-NFE rows right after Euler 10, none after Euler 50 (not evaluated)
+    assert steps_col[at: at + 5] == ["10", "midpoint 5 (NFE 10)", "heun 5 (NFE 10)", "10 shifted ×3.0 (NFE 10)", "50"]
+    assert _row(t8, "50", "heun 5 (NFE 10)")["n"] == "4"
     assert _row(t8, "100", "10")["n"] == "not run"
 
     t3 = _section(md, "## Table 3")

@@ -3,7 +3,7 @@ import torch
 from flow_matching.path import CondOTProbPath
 
 from arfm.models.build import build_model
-from arfm.models.cfg import Guidance, cfg_combine, multi_source_combine
+from arfm.models.cfg import Guidance, cfg_combine, nested_combine
 from arfm.models.paths import conditional_velocity, ot_path
 
 T, D = 12, 8
@@ -94,7 +94,7 @@ def test_cfg_identities(text):
     # the combination functions themselves
     a, b = torch.randn(3), torch.randn(3)
     assert torch.allclose(cfg_combine(a, b, 1.0), a)
-    assert torch.allclose(multi_source_combine([b, a], [2.0]), cfg_combine(a, b, 2.0))
+    assert torch.allclose(nested_combine([b, a], [2.0]), cfg_combine(a, b, 2.0))
 
 
 def test_null_text_and_null_controls():

@@ -147,3 +147,18 @@ def test_registered_models_resolve_in_the_given_store_without_changing_the_proce
         resolve_source("models:/nope/1", tracking_uri=uri)
     with pytest.raises(GenerationError, match="has no version 7"):
         resolve_source("models:/arfm-g/7", tracking_uri=uri)
+
+
+def test_jasco_cfg_form_reaches_the_model(tmp_path):
+    """sample.cfg_form=jasco with w_all = w_c, w_txt = w_text - w_c gives the nested form's audio (one shared
+    control weight), and other JASCO weights give other audio."""
+    _, path, _ = _saved(tmp_path, "fm", ["model.controls=[chords, melody]"])
+    gen = Generator.load(path, device="cpu")
+    req = [GenerationRequest("warm jazz piano", seconds=0.5, seed=1,
+                             controls={"chords": [3] * 25, "melody": [5] * 25})]
+    nested = gen.generate(req, sample={"cfg": 3.0, "control_cfg": {"chords": 2.0, "melody": 2.0}})[0]
+    jasco = gen.generate(req, sample={"cfg_form": "jasco", "cfg": 1.0, "cfg_all": 2.0})[0]
+    other = gen.generate(req, sample={"cfg_form": "jasco", "cfg": 0.0, "cfg_all": 3.0})[0]
+    assert jasco.info["cfg_form"] == "jasco" and jasco.info["cfg_all"] == 2.0
+    np.testing.assert_allclose(jasco.audio, nested.audio, atol=1e-5)
+    assert not np.allclose(other.audio, nested.audio, atol=1e-5)

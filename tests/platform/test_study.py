@@ -47,3 +47,56 @@ def test_cell_configs(tmp_path):
     assert codec_config(q, 50, tmp_path).codec.time_budget_s == q.codec_budget_s
     with pytest.raises(ConfigError, match="model.layers"):
         cell_config(q, q.cells[0], tmp_path, ["model.layers=-1"])
+
+
+def test_paper_inpainting_ar_cells_fine_tune_from_the_main_ar_cell(tmp_path):
+    s = load_study(STUDY, "paper")
+    by_name = {c.name: c for c in s.cells}
+    assert s.source_cell(by_name["ar-50hz-10s-b256-inpainting"]).name == "ar-50hz-10s-b256-text"
+    assert s.source_cell(by_name["fm-50hz-10s-b256-inpainting"]) is None  # FM trains from scratch
+    assert s.source_cell(by_name["ar-50hz-10s-b256-text"]) is None
+    waves = s.train_waves(s.cells)
+    assert [c.name for c in waves[1]] == ["ar-50hz-10s-b256-inpainting"]
+    assert sum(len(w) for w in waves) == len(s.cells)
+    # selected alone, the source lies outside the selection: one wave, the source is looked up by the grid
+    only = load_study(STUDY, "paper", only=["inpainting"])
+    assert len(only.train_waves(only.cells)) == 1
+    assert only.source_cell(next(c for c in only.cells if c.paradigm == "ar")).group == "main"
+    q = load_study(STUDY, "quick")
+    assert all(q.source_cell(c) is None for c in q.cells)  # the quick study trains every cell from scratch
+
+
+def test_the_grid_gives_a_fine_tuned_cell_its_sources_run(tmp_path):
+    from rich.console import Console
+
+    from arfm.pipeline import StudyRunner
+
+    s = load_study(STUDY, "paper")
+    runner = StudyRunner(s, tmp_path, console=Console(file=open(tmp_path / "log", "w")))
+    cell = next(c for c in s.cells if c.name == "ar-50hz-10s-b256-inpainting")
+    runner._finished = lambda cfg, job: None
+    assert runner._fine_tune_cfg(cell) is None  # the main AR cell has not finished
+    runner._finished = lambda cfg, job: "a" * 32 if cfg.study_cell == "ar-50hz-10s-b256-text" else None
+    cfg = runner._fine_tune_cfg(cell)
+    assert cfg.train.init_from == f"runs:/{'a' * 32}/model" and cfg.model.inpainting == "fim"
+    fm = next(c for c in s.cells if c.name == "fm-50hz-10s-b256-inpainting")
+    assert runner._fine_tune_cfg(fm).train.init_from is None
+
+
+def test_bad_init_from_rules_name_the_field(tmp_path):
+    doc = {"studies": {"x": {"preset": "tiny", "groups": {
+        "main": {"paradigm": ["ar"], "frame_rate": [50], "duration": [4.0], "batch_size": [8],
+                 "conditioning": ["text"]},
+        "inpainting": {"paradigm": ["ar"], "frame_rate": [25], "duration": [4.0], "batch_size": [8],
+                       "conditioning": ["inpainting"]}},
+        "init_from": {"inpainting": {"group": "main", "paradigms": ["ar"]}}}}}
+    path = tmp_path / "study.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"studies\.x\.init_from\.inpainting: no text cell of group 'main'"):
+        load_study(path, "x")
+    doc["studies"]["x"]["init_from"] = {"inpainting": {"group": "nope"}}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=r"studies\.x\.init_from\.inpainting: groups"):
+        load_study(path, "x")

@@ -80,3 +80,15 @@ def test_arfm_train_tiny_model_on_one_cpu_worker(paradigm, shards, ray_local, ar
     assert cfg.model.paradigm == paradigm and meta["n_frames"] == 50
     saved = torch.load(Path(out["model_dir"]) / "weights.pt", weights_only=True)
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+    if paradigm == "ar":  # fine-tuning FIM from this run: the loop's model before its first step is the run's
+        from arfm.config import resolve
+        from arfm.train.local import train_local
+
+        lines: list[str] = []
+        ft = resolve("tiny", overrides=[*sets, f"train.init_from=runs:/{out['run_id']}/model", "model.inpainting=fim",
+                                        f"tracking.uri={out['tracking_uri']}", "train.seed=5"])
+        start = train_local(ft, "ar", steps=0, log=lines.append).state_dict()
+        for k, v in saved.items():
+            assert torch.equal(start[k][: v.shape[0]] if k.startswith("embed.") else start[k], v), k
+        assert any(line.startswith(f"init_from runs:/{out['run_id']}/model (arfm)") for line in lines)
