@@ -129,7 +129,10 @@ def test_ar_search_and_arfm_evaluate_samples_with_its_best_unless_told_otherwise
     out = CliRunner().invoke(app, base + ["--untuned"])
     tags = tracking.client(uri).get_run(trained_runs["ar"]).data.tags
     assert out.exit_code == 0 and tags["eval/sample_from"] == "the run's own sample settings"
-    assert tags["eval/sample.temperature"] == "1.0"  # the run's own
+    own = tracking.client(uri).get_run(trained_runs["ar"]).data.params
+    got = [tags[f"eval/sample.{k}"] for k in ("temperature", "top_p", "top_k")]
+    assert got == [own[f"sample.{k}"] for k in ("temperature", "top_p", "top_k")]  # the run's own
+    assert got != [str(want[k]) for k in ("temperature", "top_p", "top_k")]  # which the searched best is not
 
 
 def test_arfm_serve_defaults_to_the_searched_sampling(trained_runs, tune_home, fm4):
