@@ -24,6 +24,7 @@ through :func:`arfm.tracking.tuned_sampling`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -228,18 +229,27 @@ def run_search(source: str, space: str | Path | SearchSpec | dict, *, layer: dic
                 failure_config=tune.FailureConfig(max_failures=0),
                 callbacks=[TrialRuns(uri, parent, child_tags, spec.model_dump(mode="json"), spec.grid_size(),
                                      prefix=f"{prefix}{name}: ")]))
-    previous = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
-    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # the experiment state after every step: a kill loses no trial
+    # TUNE_GLOBAL_CHECKPOINT_S=0: the experiment state after every step, so a kill loses no trial.
+    # RAY_AIR_NEW_OUTPUT=0: Tune's newer console output prints its configuration box and result paths even at
+    # verbose=0; the classic reporter prints nothing there, and TrialRuns writes the one line per trial.
+    env = {"TUNE_GLOBAL_CHECKPOINT_S": "0", "RAY_AIR_NEW_OUTPUT": "0"}
+    previous = {k: os.environ.get(k) for k in env}
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    os.environ.update(env)
+    tune_log.setLevel(logging.WARNING)  # its INFO lines ("Wrote the latest version of all result files ...")
     try:
         results = tuner.fit()
     except BaseException:
         tracking.finish_run(uri, parent, "KILLED")
         raise
     finally:
-        if previous is None:
-            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
-        else:
-            os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = previous
+        tune_log.setLevel(level)
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     trials = collect_trials(results, spec, uri, parent)
     best = record_search(uri, parent, spec, trials)
     result = SearchResult(name=name, path=path, parent_run_id=parent, uri=uri, trials=trials, best=best,
