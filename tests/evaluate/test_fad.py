@@ -143,3 +143,18 @@ def test_unavailable_models_give_a_clear_reason(monkeypatch):
     assert "harritaylor/torchvggish" in res.skipped and "mel-offline" in res.skipped
     with pytest.raises(ValueError, match="unknown FAD model"):
         fad.get_loader("no-such-model", load=False)
+
+
+@pytest.mark.parametrize("dim", [2, 32, 64])
+def test_the_bootstraps_frechet_distance_is_fadtks(dim):
+    """The bootstrap's eigenvalue form of the Fréchet distance gives fadtk's value (sqrtm) on correlated,
+    unequal covariances, near-singular ones included."""
+    from fadtk.fad import calc_frechet_distance
+
+    rng = np.random.default_rng(dim)
+    for rank in (dim, max(1, dim // 2)):
+        a = rng.normal(size=(4 * dim, dim)) @ rng.normal(size=(dim, dim))
+        b = rng.normal(size=(4 * dim, rank)) @ rng.normal(size=(rank, dim)) + 0.5
+        m1, c1, m2, c2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+        want = float(np.real(calc_frechet_distance(m1, c1, m2, c2)))
+        assert fad.frechet_eig(m1, c1, m2, c2) == pytest.approx(want, rel=1e-6, abs=1e-6 * dim)
