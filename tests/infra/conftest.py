@@ -1,8 +1,9 @@
 """Fixtures of the deployment tests: the rendered overlays and the KubeRay CRD schemas.
 
-The CRDs live in the shared folder beside the repository (``../shared/schemas/kuberay``, as on every developer
-machine and in CI); ``ARFM_KUBERAY_SCHEMAS`` names another folder. A missing folder fails the tests that need it,
-naming the path: the schema checks are the point of these tests, so they never skip.
+The CRDs of KubeRay v1.7.0 (ray-project/kuberay, ``ray-operator/config/crd/bases/``, Apache-2.0) are kept
+gzipped in ``kuberay-crds/``, so a fresh clone validates offline; ``ARFM_KUBERAY_SCHEMAS`` names another folder
+(``*.yaml`` or ``*.yaml.gz``), e.g. the CRDs of another KubeRay release. A folder without CRDs fails the tests
+that need it, naming the path: the schema checks are the point of these tests, so they never skip.
 """
 
 import os
@@ -19,10 +20,10 @@ from kustomize_render import render  # noqa: E402
 
 @pytest.fixture(scope="session")
 def kuberay_schemas() -> Path:
-    path = Path(os.environ.get("ARFM_KUBERAY_SCHEMAS") or REPO.parent / "shared" / "schemas" / "kuberay").resolve()
-    if not sorted(path.glob("ray.io_*.yaml")):
-        pytest.fail(f"no KubeRay CRDs (ray.io_*.yaml) in {path}: the shared folder must sit beside the repository "
-                    "(../shared/schemas/kuberay), or ARFM_KUBERAY_SCHEMAS must name the folder", pytrace=False)
+    path = Path(os.environ.get("ARFM_KUBERAY_SCHEMAS") or Path(__file__).parent / "kuberay-crds").resolve()
+    if not sorted(path.glob("ray.io_*.yaml*")):
+        pytest.fail(f"no KubeRay CRDs (ray.io_*.yaml or .yaml.gz) in {path}: ARFM_KUBERAY_SCHEMAS must name a "
+                    "folder of them (tests/infra/kuberay-crds by default)", pytrace=False)
     return path
 
 

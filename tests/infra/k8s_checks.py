@@ -15,6 +15,7 @@ each problem naming the object and the field, so that a test can show that a bro
 
 from __future__ import annotations
 
+import gzip
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -59,8 +60,8 @@ def crd_validators(schemas_dir: str) -> dict[tuple[str, str], Any]:
     import jsonschema
 
     validators = {}
-    for path in sorted(Path(schemas_dir).glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+    for path in sorted([*Path(schemas_dir).glob("*.yaml"), *Path(schemas_dir).glob("*.yaml.gz")]):
+        crd = yaml.safe_load(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
         if crd.get("kind") != "CustomResourceDefinition":
             continue
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
