@@ -56,6 +56,31 @@ def save_model_dir(cfg: JobConfig, meta: dict[str, Any], model: torch.nn.Module,
     return out
 
 
+def save_untrained_model(cfg: JobConfig, out_dir: str | Path, controls: list[str] | None = None,
+                         seed: int = 0) -> tuple[Path, torch.nn.Module]:
+    """An untrained model of ``cfg`` and its untrained codec (unit normalization), saved in the saved-model format
+    under ``out_dir`` (``codec/`` and ``model/``), seeded without touching the global RNG; returns the model
+    folder and the model. ``controls``: the control vocabularies in the metadata (default: the model's own).
+    Served with ``--random-init`` and used by the tests: an untrained model goes through the same loading path
+    as a trained one."""
+    from arfm.latents import Codec
+    from arfm.text import build_text_encoder
+
+    out = Path(out_dir)
+    codec = Codec.from_config(cfg.codec, cfg.data.sample_rate, seed=seed)
+    codec.set_normalization(0.0, 1.0)
+    codec.save(out / "codec")
+    text = build_text_encoder(cfg.text)
+    meta = {"codec": codec.identity, "codec_path": str(out / "codec"), "frame_rate": codec.frame_rate,
+            "n_codebooks": codec.n_codebooks, "codebook_size": codec.codebook_size, "latent_dim": codec.latent_dim,
+            "text_encoder": text.identity, "text_dim": text.dim,
+            "controls": list(cfg.model.controls) if controls is None else list(controls), "untrained": True}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_generative(cfg, meta)
+    return save_model_dir(cfg, meta, model, out / "model"), model
+
+
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[JobConfig, dict, torch.nn.Module]:
     p = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE, META_FILE):

@@ -21,25 +21,12 @@ from arfm.serving.config import ModelSpec
 
 def random_model_dir(paradigm: str, out_dir: str | Path, preset: str = "tiny", overrides: list[str] = (),
                      seed: int = 0) -> Path:
-    """Save an untrained ``paradigm`` model of ``preset`` (and its untrained codec) under ``out_dir``."""
-    from arfm.latents import Codec
-    from arfm.modeling import build_generative, save_model_dir
-    from arfm.text import build_text_encoder
+    """Save an untrained ``paradigm`` model of ``preset`` (and its untrained codec) under ``out_dir``, with every
+    control vocabulary."""
+    from arfm.modeling import save_untrained_model
 
-    out = Path(out_dir)
     cfg = resolve(preset, overrides=[f"model.paradigm={paradigm}", *overrides])
-    codec = Codec.from_config(cfg.codec, cfg.data.sample_rate, seed=seed)
-    codec.set_normalization(0.0, 1.0)
-    codec.save(out / "codec")
-    text = build_text_encoder(cfg.text)
-    meta = {"codec": codec.identity, "codec_path": str(out / "codec"), "frame_rate": codec.frame_rate,
-            "n_codebooks": codec.n_codebooks, "codebook_size": codec.codebook_size, "latent_dim": codec.latent_dim,
-            "text_encoder": text.identity, "text_dim": text.dim, "controls": ["chords", "melody", "drums"],
-            "untrained": True}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_generative(cfg, meta)
-    return save_model_dir(cfg, meta, model, out / "model")
+    return save_untrained_model(cfg, out_dir, controls=["chords", "melody", "drums"], seed=seed)[0]
 
 
 class LoadedModel:

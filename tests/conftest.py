@@ -68,27 +68,14 @@ def ray_two_cpus():
 
 def save_tiny_model(out, paradigm: str, dataset, extra=()):
     """A tiny untrained model of ``paradigm`` saved as a model folder, with its codec; returns (cfg, folder)."""
-    import torch
-
     from arfm.config import resolve
-    from arfm.latents import Codec
-    from arfm.modeling import build_generative, save_model_dir
-    from arfm.text import build_text_encoder
+    from arfm.modeling import save_untrained_model
 
     cfg = resolve("tiny", overrides=[f"model.paradigm={paradigm}", "text.encoder=tiny-t5", f"data.dataset={dataset}",
                                      "data.segment_seconds=1.0", "sample.seconds=1.0", "sample.steps=2",
                                      "sample.cfg=3.0", "eval.n_samples=2", "eval.euler_steps=[2]",
                                      "eval.audio_samples_logged=1", *extra])
-    codec = Codec.from_config(cfg.codec, cfg.data.sample_rate)
-    codec.set_normalization(0.0, 1.0)
-    codec.save(out / "codec")
-    text = build_text_encoder(cfg.text)
-    meta = {"codec": codec.identity, "codec_path": str(out / "codec"), "frame_rate": codec.frame_rate,
-            "n_codebooks": codec.n_codebooks, "codebook_size": codec.codebook_size, "latent_dim": codec.latent_dim,
-            "text_encoder": text.identity, "text_dim": text.dim, "controls": list(cfg.model.controls)}
-    torch.manual_seed(0)
-    save_model_dir(cfg, meta, build_generative(cfg, meta), out / "model")
-    return cfg, out / "model"
+    return cfg, save_untrained_model(cfg, out)[0]
 
 
 @pytest.fixture(scope="session")

@@ -6,25 +6,13 @@ import torch
 
 from arfm.config import resolve
 from arfm.generate import GenerationError, GenerationRequest, Generator
-from arfm.latents import Codec
-from arfm.modeling import build_generative, load_model_dir, save_model_dir
-from arfm.text import build_text_encoder
+from arfm.modeling import load_model_dir, save_untrained_model
 
 
 def _saved(tmp_path, paradigm, extra=()):
     cfg = resolve("tiny", overrides=[f"model.paradigm={paradigm}", "text.encoder=tiny-t5", "data.segment_seconds=1.0",
                                      "sample.steps=4", *extra])
-    codec = Codec.from_config(cfg.codec, cfg.data.sample_rate)
-    codec.set_normalization(0.0, 1.0)
-    codec.save(tmp_path / "codec")
-    text = build_text_encoder(cfg.text)
-    meta = {"codec": codec.identity, "codec_path": str(tmp_path / "codec"), "frame_rate": codec.frame_rate,
-            "n_codebooks": codec.n_codebooks, "codebook_size": codec.codebook_size, "latent_dim": codec.latent_dim,
-            "text_encoder": text.identity, "text_dim": text.dim, "controls": ["chords", "melody", "drums"]}
-    torch.manual_seed(0)
-    model = build_generative(cfg, meta)
-    save_model_dir(cfg, meta, model, tmp_path / "model")
-    return cfg, tmp_path / "model", model
+    return (cfg, *save_untrained_model(cfg, tmp_path, controls=["chords", "melody", "drums"]))
 
 
 @pytest.mark.parametrize("paradigm", ["ar", "fm"])
