@@ -377,16 +377,18 @@ def format_validation_error(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, where: str | None = None) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; a ConfigError names ``where`` (default ``--config PATH``)."""
     p = Path(path)
+    where = where or f"--config {path}"
     if not p.is_file():
-        raise ConfigError(f"--config {path}: no such file")
+        raise ConfigError(f"{where}: no such file")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: the top level must be a mapping of sections")
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
     return data
 
 

@@ -21,10 +21,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from arfm.config import ConfigError, SampleConfig, format_validation_error
+from arfm.config import ConfigError, SampleConfig, format_validation_error, load_yaml
 
 SPACES_DIR = Path(__file__).with_name("spaces")
 PRESETS = ("ar", "fm")
@@ -232,11 +231,7 @@ def load_spec(space: str | Path) -> SearchSpec:
     path = SPACES_DIR / f"{space}.yaml" if str(space) in PRESETS else Path(space)
     if not path.is_file():
         raise ConfigError(f"--space {space}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--space {space}: not valid YAML: {exc}") from exc
-    return spec_from_dict(doc, where=str(space))
+    return spec_from_dict(load_yaml(path, where=f"--space {space}"), where=str(space))
 
 
 def spec_from_dict(doc: dict[str, Any], where: str = "search") -> SearchSpec:
