@@ -16,8 +16,17 @@ Two augmentations of the quantizer bottleneck make one autoencoder serve both pa
   pre-quantizer latent instead of its quantization, so the decoder learns to decode the latents that flow
   matching generates (appendix B samples EnCodec "without quantization").
 
-The adversarial (multi-scale STFT discriminator) and feature-matching losses of EnCodec are left out: the
-objective is reconstruction-only, so reconstructions are smoother/duller than the paper's EnCodec.
+Optionally (``adversarial``, an :class:`~arfm.models.codecs.adversarial.AdversarialLoss` around a
+:class:`~arfm.models.codecs.discriminator.MultiScaleSTFTDiscriminator`) EnCodec's GAN terms are added:
+
+    loss += adv_weight * l_g + feat_weight * l_feat + L_d
+
+with the hinge generator loss ``l_g``, the relative feature-matching loss ``l_feat`` and the discriminator's
+hinge loss ``L_d``, routed so that one backward and one optimizer train both players (see
+:mod:`~arfm.models.codecs.adversarial`); the discriminator is then a submodule, in ``state_dict()``. Defaults
+``adv_weight = feat_weight = 3`` are EnCodec's lambda_g = lambda_feat = 3 (section 4; EnCodec applies them
+through its loss balancer, which this objective does not have). Without ``adversarial`` the objective is
+reconstruction-only, so reconstructions are smoother/duller than the paper's EnCodec.
 In ``eval()`` mode all K codebooks are used, no pass-through, and the codebooks are not updated.
 
 ``autoencoder`` is any module with ``.encoder`` (audio ``[B,1,S]`` -> ``[B,D,T]``), ``.decoder`` (the inverse)
@@ -72,6 +81,9 @@ class CodecTrainingModel(nn.Module):
         commitment: str = "per_codebook",
         mel_fft_sizes=(512, 1024, 2048),
         n_mels: int = 64,
+        adversarial: nn.Module | None = None,
+        adv_weight: float = 3.0,
+        feat_weight: float = 3.0,
     ):
         super().__init__()
         self.autoencoder = autoencoder
@@ -83,6 +95,13 @@ class CodecTrainingModel(nn.Module):
         self.passthrough_prob = passthrough_prob
         self.rvq = EMAResidualVQ(decay=ema_decay, dead_code_threshold=dead_code_threshold, commitment=commitment)
         self.mel_loss = mel_stft_loss(sample_rate, mel_fft_sizes, n_mels)
+        self.adversarial = adversarial
+        self.adv_weight = adv_weight
+        self.feat_weight = feat_weight
+
+    @property
+    def discriminator(self) -> nn.Module | None:
+        return None if self.adversarial is None else self.adversarial.discriminator
 
     @property
     def codebooks(self) -> list[nn.Module]:
@@ -111,11 +130,15 @@ class CodecTrainingModel(nn.Module):
         l1 = (recon - audio).abs().mean()
         mel = self.mel_loss(recon, audio)
         loss = self.l1_weight * l1 + self.mel_weight * mel + self.commitment_weight * out.commit_loss
-        return {
-            "loss": loss,
+        metrics = {
             "l1": l1.detach(),
             "mel": mel.detach(),
             "commit": out.commit_loss.detach(),
             "n_q": torch.tensor(float(out.n_q), device=z.device),
             "codebook_usage": out.usage.mean().detach(),
         }
+        if self.adversarial is not None:
+            adv = self.adversarial(audio, recon)
+            loss = loss + self.adv_weight * adv["gen_adv"] + self.feat_weight * adv["feat"] + adv["disc"]
+            metrics.update({k: v.detach() for k, v in adv.items()})
+        return {"loss": loss, **metrics}

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from arfm.models.codecs import CodecTrainingModel, EMAResidualVQ, EuclideanCodebook, kmeans, nearest_code
+from arfm.models.codecs import (AdversarialLoss, CodecTrainingModel, EMAResidualVQ, EuclideanCodebook,
+                                MultiScaleSTFTDiscriminator, kmeans, nearest_code)
 
 
 def _codebooks(k: int, size: int, dim: int, seed: int = 0, inited: bool = True) -> list[EuclideanCodebook]:
@@ -173,3 +174,30 @@ def test_codec_training_model_learns_on_a_fixed_batch():
         opt.step()
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert history[-1]["l1"] < 0.3 * history[0]["l1"]
+
+
+def test_codec_training_model_adds_the_adversarial_terms_and_holds_the_discriminator():
+    torch.manual_seed(0)
+    audio = torch.sin(torch.linspace(0, 400, 2048))[None, None].repeat(2, 1, 1) * 0.5
+    kw = dict(quantizer_dropout=False, passthrough_prob=0.0, mel_fft_sizes=(256,), n_mels=32)
+    plain = CodecTrainingModel(_ToyAutoencoder(), 16000, **kw)
+    assert plain.discriminator is None and not any(k.startswith("adversarial") for k in plain.state_dict())
+    assert {"gen_adv", "feat", "disc"}.isdisjoint(plain({"audio": audio}))
+
+    torch.manual_seed(0)
+    disc = MultiScaleSTFTDiscriminator(n_ffts=(256, 64), filters=4)
+    model = CodecTrainingModel(_ToyAutoencoder(), 16000, adversarial=AdversarialLoss(disc), adv_weight=2.0,
+                               feat_weight=0.5, **kw)
+    assert model.discriminator is disc
+    state = model.state_dict()
+    disc_keys = [k for k in state if k.startswith("adversarial.discriminator.")]
+    assert len(disc_keys) == len(disc.state_dict()) > 0
+    out = model({"audio": audio})
+    assert all(out[k].dim() == 0 and not out[k].requires_grad for k in ("gen_adv", "feat", "disc"))
+    # loss = reconstruction terms + 2 * gen_adv + 0.5 * feat + disc
+    recon = out["l1"] + out["mel"] + out["commit"]
+    expected = recon + 2.0 * out["gen_adv"] + 0.5 * out["feat"] + out["disc"]
+    assert torch.allclose(out["loss"].detach(), expected, atol=1e-5)
+    out["loss"].backward()
+    assert all(p.grad is not None for p in disc.parameters())  # one backward reaches both players
+    assert model.autoencoder.decoder.weight.grad.abs().sum() > 0
