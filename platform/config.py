@@ -57,7 +57,11 @@ class CodecConfig(_Section):
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="learning rate: constant (EnCodec) or cosine decay over the steps or time budget")
     commitment_weight: float = Field(1.0, ge=0)
-    adversarial: bool = False
+    adversarial: bool = Field(False, description="add EnCodec's multi-scale STFT discriminator: hinge adversarial and "
+                              "feature-matching losses (codec.adv_weight, codec.feat_weight)")
+    disc_filters: int = Field(32, ge=1, description="channels of each STFT sub-discriminator (adversarial)")
+    adv_weight: float = Field(3.0, ge=0, description="weight of the generator's hinge loss (EnCodec: 3)")
+    feat_weight: float = Field(3.0, ge=0, description="weight of the feature-matching loss (EnCodec: 3)")
     norm_segments: int = Field(2048, ge=1, description="segments used for the latent normalization (E.2)")
     activation: Literal["gelu", "elu"] = Field("gelu", description="E.3 uses GELU; released EnCodec uses ELU")
     quantizer_dropout: bool = Field(True, description="train with a random number of codebooks per batch")
@@ -67,6 +71,40 @@ class CodecConfig(_Section):
     ema_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay of the codebook updates")
     l1_weight: float = Field(10.0, ge=0, description="weight of the time-domain L1 loss")
     mel_weight: float = Field(1.0, ge=0, description="weight of the multi-resolution mel STFT loss")
+
+
+class VAEConfig(_Section):
+    """The VAE-GAN autoencoder, the second latent space of FM (appendices B, E.1, E.3; Stable Audio's recipe):
+    a symmetric convolutional encoder/decoder with Snake activations, a 64-dim Gaussian latent held near
+    N(0, I) by a KL term, no quantization, trained with multi-resolution STFT, time-domain L1, adversarial and
+    feature-matching losses. Strides per frame rate at 32 kHz: 25 Hz [2,4,4,5,8], 50 Hz [2,4,4,4,5],
+    100 Hz [2,2,4,4,5]."""
+
+    path: str = Field("runs/vae", description="where the trained VAE is saved and loaded from")
+    frame_rate: Literal[25, 50, 100] = 50
+    channels: list[int] = Field(default_factory=lambda: [128, 256, 512, 1024, 2048],
+                                description="encoder widths, one per stride (the decoder mirrors them)")
+    latent_dim: int = Field(64, ge=1)
+    kl_weight: float = Field(1e-3, ge=0, description="weight of KL(q(z|x) || N(0, I))")
+    l1_weight: float = Field(1.0, ge=0, description="weight of the time-domain L1 loss")
+    stft_weight: float = Field(1.0, ge=0, description="weight of the multi-resolution STFT loss")
+    adversarial: bool = Field(True, description="the GAN part of VAE-GAN: multi-scale STFT discriminator")
+    disc_filters: int = Field(32, ge=1)
+    adv_weight: float = Field(0.1, ge=0, description="weight of the generator's hinge loss (Stable Audio: 0.1)")
+    feat_weight: float = Field(5.0, ge=0, description="weight of the feature-matching loss (Stable Audio: 5)")
+    steps: int = Field(400_000, ge=1, description="VAE training steps (appendix E.1)")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (appendix E.1)")
+    train_seconds: float = Field(1.0, gt=0, description="segment length for VAE training (~1 s in E.1)")
+    time_budget_s: float | None = Field(None, gt=0, description="stop VAE training after this many seconds")
+    schedule: Literal["constant", "cosine"] = "constant"
+    norm_segments: int = Field(2048, ge=1, description="segments used for the latent normalization (E.2)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "VAEConfig":
+        if len(self.channels) != 5 or min(self.channels) < 1:
+            raise ValueError(f"vae.channels: five positive widths, one per stride (got {self.channels})")
+        return self
 
 
 class TextConfig(_Section):
@@ -94,9 +132,16 @@ class ModelConfig(_Section):
     control_dropout: float = Field(0.5, ge=0, le=1, description="per-control probability of the null token")
     inpainting: Literal["none", "fim", "supervised"] = "none"
     sigma_min: float = Field(1e-5, ge=0, lt=1, description="FM OT path sigma_min (equation 2)")
+    representation: Literal["encodec", "vae"] = Field(
+        "encodec", description="the latent the model is trained on: EnCodec (RVQ tokens for ar, the pre-quantizer "
+        "latent for fm) or the VAE-GAN latent (fm only; the shards need VAE latents: arfm data preprocess --vae)")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
+        if self.representation == "vae" and self.paradigm != "fm":
+            raise ValueError("model.representation=vae is a continuous latent with no tokens, and the AR model "
+                             "needs EnCodec's RVQ tokens: use model.representation=encodec for ar, or "
+                             "model.paradigm=fm")
         if self.dim % self.heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
         if self.inpainting == "fim" and self.paradigm != "ar":
@@ -256,6 +301,7 @@ class JobConfig(_Section):
     study_cell: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     codec: CodecConfig = Field(default_factory=CodecConfig)
+    vae: VAEConfig = Field(default_factory=VAEConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -276,7 +322,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # dropout, fast EMA codebooks and a strong L1 term so that the waveform phase is learnt early.
         "codec": {"latent_dim": 32, "codebook_size": 256, "base_channels": 8, "lstm_layers": 0, "steps": 3000,
                   "batch_size": 8, "lr": 3e-3, "train_seconds": 0.25, "norm_segments": 64, "activation": "elu",
-                  "quantizer_dropout": False, "ema_decay": 0.9, "l1_weight": 30.0},
+                  "quantizer_dropout": False, "ema_decay": 0.9, "l1_weight": 30.0, "disc_filters": 8},
+        # vae: the codec's widths and budget (8 channels doubled per stride), short crops, a strong L1 term
+        "vae": {"channels": [8, 16, 32, 64, 128], "steps": 3000, "batch_size": 8, "lr": 3e-3,
+                "train_seconds": 0.25, "norm_segments": 64, "l1_weight": 30.0, "disc_filters": 8},
         "text": {"encoder": "minilm", "max_tokens": 32},
         "model": {"layers": 2, "dim": 64, "heads": 4, "ffn": 128},
         "train": {"steps": 200, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "checkpoint_every": 1000,
@@ -289,6 +338,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"synth_clips": 400, "synth_seconds": 10.0},
         "codec": {"latent_dim": 64, "codebook_size": 1024, "base_channels": 32, "lstm_layers": 1,
                   "steps": 20_000, "batch_size": 16},
+        "vae": {"channels": [32, 64, 128, 256, 512], "steps": 20_000, "batch_size": 16},
         "model": {"layers": 8, "dim": 512, "heads": 8, "ffn": 2048},
         "train": {"steps": 50_000, "batch_size": 32, "warmup_steps": 1000, "checkpoint_every": 1000},
         "sample": {"temperature": 1.2, "top_p": 0.8},

@@ -118,15 +118,18 @@ class Generator:
     @classmethod
     def load(cls, source: str | Path, device: str | torch.device | None = None, codec: str | None = None,
              tracking_uri: str | None = None) -> "Generator":
-        from arfm.latents import Codec
+        from arfm.latents import load_latent
         from arfm.modeling import load_model_dir
         from arfm.text import build_text_encoder
 
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         cfg, meta, model = load_model_dir(resolve_source(source, tracking_uri), dev)
-        codec_src = codec or cfg.codec.pretrained or meta.get("codec_path") or cfg.codec.path
+        if meta.get("representation") == "vae":  # FM on the VAE latent: decode with that VAE
+            codec_src = codec or meta.get("codec_path") or cfg.vae.path
+        else:
+            codec_src = codec or cfg.codec.pretrained or meta.get("codec_path") or cfg.codec.path
         try:
-            codec_obj = Codec.load(codec_src, device=dev)
+            codec_obj = load_latent(codec_src, device=dev)
         except Exception as exc:
             raise GenerationError(f"codec: cannot load {codec_src!r} recorded with the model ({exc}); "
                                   "pass codec=PATH") from exc

@@ -423,3 +423,25 @@ def compute_normalization(codec: Codec, audio_iter: Iterable, n_segments: int, b
 def codec_from_job(codec_cfg: Any, device: str | torch.device | None = None) -> Codec:
     """The codec a job uses: ``codec.pretrained`` when set, else the trained one at ``codec.path``."""
     return Codec.load(codec_cfg.pretrained or codec_cfg.path, device=device)
+
+
+def is_vae_dir(path: str | Path) -> bool:
+    from arfm.vae_latent import VAE_CONFIG
+
+    p = Path(str(path)).expanduser()
+    if not (p / VAE_CONFIG).is_file():
+        return False
+    try:
+        return json.loads((p / VAE_CONFIG).read_text()).get("kind") == "arfm-vae"
+    except (OSError, ValueError):
+        return False
+
+
+def load_latent(name_or_path: str | Path, *, device: str | torch.device | None = None) -> Any:
+    """The latent space stored at ``name_or_path``: a VAE folder (``arfm_vae.json``) as
+    :class:`arfm.vae_latent.VAELatent`, anything else (EnCodec folder or hub id) as :class:`Codec`."""
+    if is_vae_dir(name_or_path):
+        from arfm.vae_latent import VAELatent
+
+        return VAELatent.load(name_or_path, device=device)
+    return Codec.load(name_or_path, device=device)

@@ -22,6 +22,24 @@ from arfm.config import JobConfig
 CONFIG_FILE, WEIGHTS_FILE, META_FILE = "config.yaml", "weights.pt", "meta.json"
 
 
+def representation_meta(meta: dict[str, Any], representation: str, shards: str = "the shards") -> dict[str, Any]:
+    """The shard metadata as a model trained on ``representation`` sees it. For ``vae`` the latent fields are the
+    VAE's (``latent_dim``, ``codec`` = its identity, ``codec_path`` = its folder, normalization), and the EnCodec
+    codec stays under ``encodec`` (its tokens and drums remain in the shards). Raises naming
+    ``model.representation`` when the shards hold no VAE latents."""
+    if representation == "encodec":
+        return meta
+    if representation != "vae":
+        raise ValueError(f"model.representation: {representation!r} is not one of encodec, vae")
+    if "vae" not in (meta.get("representations") or []):
+        raise ValueError(f"model.representation=vae: {shards} hold no VAE latents; preprocess them with the VAE "
+                         "(`arfm data preprocess --vae VAE_DIR`, a folder written by `arfm codec train --kind vae`) "
+                         "or use model.representation=encodec")
+    return {**meta, "representation": "vae", "encodec": meta["codec"], "codec": meta["vae"],
+            "codec_path": meta["vae_path"], "latent_dim": int(meta["vae_latent_dim"]),
+            "latent_mean": meta.get("vae_latent_mean"), "latent_mean_std": meta.get("vae_latent_mean_std")}
+
+
 def model_kwargs(cfg: JobConfig, meta: dict[str, Any]) -> dict[str, Any]:
     from arfm.controls import control_vocab
 

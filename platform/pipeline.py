@@ -1,8 +1,9 @@
 """The study pipeline behind ``experiments/grid.py``: one idempotent stage after another.
 
 ``data`` (synthesize the default corpus unless the dataset exists) -> ``codec`` (train one codec per frame
-rate unless it exists or a pretrained one is given) -> ``preprocess`` (Ray Data -> Parquet shards per frame
-rate and duration; resumable) -> ``train`` (every cell as a concurrent Ray task running a Ray Train job; cells
+rate unless it exists or a pretrained one is given, and one VAE per frame rate some cell trains on, side by side
+as Ray tasks) -> ``preprocess`` (Ray Data -> Parquet shards per frame rate and duration, with the VAE latents
+beside the EnCodec ones where a cell needs them; resumable) -> ``train`` (every cell as a concurrent Ray task running a Ray Train job; cells
 whose MLflow run finished are skipped) -> ``tune`` (the study's sampling searches, :mod:`arfm.tune`, over the
 trained models of the cells it names; the best settings become those models' default sampling) ->
 ``evaluate`` (generate and score every trained cell) -> ``report``.
@@ -15,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from arfm.config import JobConfig
-from arfm.study import Cell, Study, cell_config, codec_config
+from arfm.study import Cell, Study, cell_config, codec_config, vae_config
 
 STAGES = ("data", "codec", "preprocess", "train", "tune", "evaluate", "report")
 
 
 SUMMARY_KEYS = ("loss", "valid_loss", "steps_per_s", "data_wait_frac_median", "stopped", "kept_step")
+
+
+def task_cfg(cfg: JobConfig, task: str) -> JobConfig:
+    """``cfg`` as the trainer runs ``task`` (an autoencoder job maps its own section onto ``train``)."""
+    from arfm.train.task import get_task
+
+    t = get_task(task)
+    return t.job_config(cfg) if hasattr(t, "job_config") else cfg
 
 
 def _train_cell(cfg_json: dict[str, Any], task: str, run_name: str) -> dict[str, Any]:
@@ -31,6 +40,9 @@ def _train_cell(cfg_json: dict[str, Any], task: str, run_name: str) -> dict[str,
     result = run_training(cfg, task, run_name=run_name)
     out = {k: result[k] for k in ("run_id", "final_step", "wall_s") if k in result}
     out.update({k: result["metrics"][k] for k in SUMMARY_KEYS if k in result["metrics"]})
+    for path in ("latent", "tokens"):  # an autoencoder's reconstruction on the valid split
+        if f"final/recon_si_snr_{path}" in result["metrics"]:
+            out[f"si_snr_{path}"] = result["metrics"][f"final/recon_si_snr_{path}"]
     return out
 
 
@@ -88,6 +100,9 @@ class StudyRunner:
 
     def codec_cfg(self, frame_rate: int) -> JobConfig:
         return codec_config(self.study, frame_rate, self.root, self.overrides)
+
+    def vae_cfg(self, frame_rate: int) -> JobConfig:
+        return vae_config(self.study, frame_rate, self.root, self.overrides)
 
     def _init_ray(self) -> None:
         import ray
@@ -183,32 +198,49 @@ class StudyRunner:
         self.log(f"dataset {cfg.data.dataset}: {len(rows)} clips of {cfg.data.synth_seconds:g} s "
                  f"({splits['train']} train, {splits['valid']} valid) in {time.time() - t0:.0f} s")
 
-    def stage_codec(self) -> None:
-        from arfm.train.trainer import run_training
+    def stage_codec(self) -> bool:
+        """The autoencoders: one codec per frame rate, and one VAE per frame rate some cell trains on, run side by
+        side as Ray tasks (each a Ray Train job holding its own CPUs), like the training cells."""
+        from arfm.latents import CODEC_META
+        from arfm.vae_latent import VAE_META
 
+        jobs: list[tuple[str, JobConfig, str]] = []
         for fr in self.study.frame_rates:
             cfg = self.codec_cfg(fr)
             if cfg.codec.pretrained:
                 self.log(f"codec {fr} Hz: pretrained {cfg.codec.pretrained}")
-                continue
-            if (Path(cfg.codec.path) / "arfm_codec.json").exists():
+            elif (Path(cfg.codec.path) / CODEC_META).exists():
                 self.log(f"codec {fr} Hz: {cfg.codec.path} exists: reused")
-                continue
-            result = run_training(cfg, "codec", progress_line=lambda line: self.log(line))
-            m = result["metrics"]
-            self.log(f"codec {fr} Hz trained: run {result['run_id']}, {result.get('final_step')} steps, "
-                     f"SI-SNR {_fmt(m.get('final/recon_si_snr_latent'))} dB (latent) / "
-                     f"{_fmt(m.get('final/recon_si_snr_tokens'))} dB (tokens) on the valid split")
+            else:
+                jobs.append((cfg.study_cell, cfg, "codec"))
+        for fr in self.study.vae_frame_rates:
+            cfg = self.vae_cfg(fr)
+            if (Path(cfg.vae.path) / VAE_META).exists():
+                self.log(f"VAE {fr} Hz: {cfg.vae.path} exists: reused")
+            else:
+                jobs.append((cfg.study_cell, cfg, "vae"))
+        if not jobs:
+            return True
+        results: list[dict[str, Any]] = []
+        ok = self._run_jobs(jobs, results)
+        for r in results:
+            if r.get("stopped") != "FAILED":
+                self.log(f"{r['cell']} trained: run {r.get('run_id')}, {r.get('final_step')} steps, SI-SNR "
+                         f"{_fmt(r.get('si_snr_latent'))} dB (latent) / {_fmt(r.get('si_snr_tokens'))} dB (tokens) "
+                         "on the valid split")
+        return ok
 
     def stage_preprocess(self) -> None:
         from arfm.data.preprocess import preprocess
 
         for fr, dur in self.study.shard_keys:
-            cell = next(c for c in self.study.cells if (c.frame_rate, c.duration) == (fr, dur))
-            cfg = self.cell_cfg(cell)
-            summary = preprocess(cfg, cfg.data.dataset, cfg.codec.pretrained or cfg.codec.path, cfg.data.shards)
-            self.log(f"shards {fr} Hz / {dur:g} s: {summary.get('written')} written, "
-                     f"{summary.get('skipped')} reused -> {cfg.data.shards}")
+            cells = [c for c in self.study.cells if (c.frame_rate, c.duration) == (fr, dur)]
+            cfg = self.cell_cfg(cells[0])
+            vae = cfg.vae.path if any(c.representation == "vae" for c in cells) else None
+            summary = preprocess(cfg, cfg.data.dataset, cfg.codec.pretrained or cfg.codec.path, cfg.data.shards,
+                                 vae=vae)
+            self.log(f"shards {fr} Hz / {dur:g} s{' (EnCodec and VAE latents)' if vae else ''}: "
+                     f"{summary.get('written')} written, {summary.get('skipped')} reused -> {cfg.data.shards}")
 
     def max_concurrent(self, cfg: JobConfig, streaming: bool = True) -> int:
         """How many training cells fit side by side.
@@ -255,16 +287,25 @@ class StudyRunner:
         return cell_config(self.study, cell, self.root, [f"train.init_from=runs:/{run_id}/model", *self.overrides])
 
     def _train_wave(self, cells: list[Cell]) -> bool:
-        import ray
-
-        todo: list[tuple[Cell, JobConfig]] = []
+        todo: list[tuple[str, JobConfig, str]] = []
         for cell in cells:
             cfg = self._fine_tune_cfg(cell)
             if cfg is not None:
-                todo.append((cell, cfg))
+                todo.append((cell.name, cfg, cfg.model.paradigm))
         complete = len(todo) == len(cells)
         if not todo:
             return complete
+        results: list[dict[str, Any]] = []
+        ok = self._run_jobs(todo, results)
+        self._summary("training", results, ["cell", "final_step", "loss", "valid_loss", "kept_step", "steps_per_s",
+                                            "data_wait_frac_median", "stopped", "wall_s"])
+        return ok and complete
+
+    def _run_jobs(self, todo: list[tuple[str, JobConfig, str]], results: list[dict[str, Any]]) -> bool:
+        """Training jobs ``(name, config, task)`` as Ray tasks, as many at a time as the cluster's CPUs allow, with
+        one progress line per running job."""
+        import ray
+
         from arfm import tracking
         from arfm.train.progress import Watcher
 
@@ -272,29 +313,25 @@ class StudyRunner:
         from arfm.train.task import get_task
 
         try:
-            streaming = any(train_data.plan(cfg, get_task(cfg.model.paradigm)).mode != train_data.MEMORY
-                            for _, cfg in todo)
+            streaming = any(train_data.plan(task_cfg(cfg, task), get_task(task)).mode != train_data.MEMORY
+                            for _, cfg, task in todo)
         except (OSError, ValueError):  # no shard metadata yet: the job will say so; plan for streaming
             streaming = True
-        limit = self.max_concurrent(todo[0][1], streaming)
-        self.log(f"{len(todo)} cell(s) to train, {limit} at a time")
+        limit = min(self.max_concurrent(task_cfg(cfg, task), streaming) for _, cfg, task in todo)
+        self.log(f"{len(todo)} job(s) to train, {limit} at a time")
         # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
         remote = ray.remote(num_cpus=0, max_retries=0)(_train_cell)
         storage = tracking.home() / "ray_results"
         items, run_dirs = [], {}
-        for c, cfg in todo:
-            name = self._run_name(c.name)
-            run_dirs[c.name] = storage / name
-            items.append((c.name, remote, (cfg.model_dump(mode="json"), cfg.model.paradigm, name)))
-        results: list[dict[str, Any]] = []
-        width = max(len(c.name) for c, _ in todo)
+        for cell_name, cfg, task in todo:
+            name = self._run_name(cell_name)
+            run_dirs[cell_name] = storage / name
+            items.append((cell_name, remote, (cfg.model_dump(mode="json"), task, name)))
+        width = max(len(name) for name, _, _ in todo)
         with Watcher(lambda line: self.log(line), interval=15.0, width=width) as watcher:
-            ok = self._run_limited(items, limit, "trained", results,
-                                   started=lambda name: watcher.add(name, run_dirs[name]),
-                                   finished=lambda name: watcher.remove(name))
-        self._summary("training", results, ["cell", "final_step", "loss", "valid_loss", "kept_step", "steps_per_s",
-                                            "data_wait_frac_median", "stopped", "wall_s"])
-        return ok and complete
+            return self._run_limited(items, limit, "trained", results,
+                                     started=lambda name: watcher.add(name, run_dirs[name]),
+                                     finished=lambda name: watcher.remove(name))
 
     def _run_limited(self, items: list[tuple[str, Any, tuple]], limit: int, verb: str,
                      results: list[dict[str, Any]] | None = None, started=None, finished=None) -> bool:
@@ -377,7 +414,10 @@ class StudyRunner:
             key = (cell.frame_rate, cell.duration)
             if key not in seen_keys:
                 seen_keys.add(key)
-                missing = [k for k in baselines.AUDIO_KINDS
+                with_vae = any(c.representation == "vae" and (c.frame_rate, c.duration) == key
+                               for c in self.study.cells)
+                kinds = (*baselines.AUDIO_KINDS, *((baselines.VAE_KIND,) if with_vae else ()))
+                missing = [k for k in kinds
                            if not self._finished(cfg.model_copy(update={"study_cell": baselines.audio_cell(cfg, k)}),
                                                  "baseline")]
                 if missing:

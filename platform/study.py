@@ -1,8 +1,9 @@
 """The study matrix: groups of axes -> cells -> one resolved :class:`~arfm.config.JobConfig` per cell.
 
-A cell is named from its axes (``ar-50hz-10s-b256-text``) and the name is the ``study_cell`` tag of its
-MLflow run, so a rerun can find what already finished. Cells that share a frame rate share one codec, and
-cells that share frame rate and duration share one set of shards.
+A cell is named from its axes (``ar-50hz-10s-b256-text``; ``fm-50hz-10s-b256-text-vae`` on the VAE latent) and
+the name is the ``study_cell`` tag of its MLflow run, so a rerun can find what already finished. Cells that
+share a frame rate share one codec (and one VAE when some cell asks for it), and cells that share frame rate and
+duration share one set of shards (holding the VAE latents too when one of those cells is on the VAE).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import yaml
 from arfm.config import ConfigError, JobConfig, resolve
 
 AXES = ("paradigm", "frame_rate", "duration", "batch_size", "conditioning")
+OPTIONAL_AXES = {"representation": ["encodec"]}  # axis -> its default values
 CONDITIONINGS = ("text", "controls", "inpainting")
+REPRESENTATIONS = ("encodec", "vae")
 
 
 def home() -> Path:
@@ -34,11 +37,12 @@ class Cell:
     duration: float
     batch_size: int
     conditioning: str
+    representation: str = "encodec"
 
     @property
     def name(self) -> str:
         return (f"{self.paradigm}-{self.frame_rate}hz-{self.duration:g}s-b{self.batch_size}-"
-                f"{self.conditioning}")
+                f"{self.conditioning}" + ("-vae" if self.representation == "vae" else ""))
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Study:
     overrides: dict[str, Any] = field(default_factory=dict)
     paradigm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"fm": {"train.lr": 1e-2}}
     codec_budget_s: float | None = None
+    vae_budget_s: float | None = None
     train_budget_s: float | None = None
     search: dict[str, Any] = field(default_factory=dict)  # the tune stage: {"cells": [...], "spaces": {ar, fm}}
     # fine-tuning: {group: {"group": source group, "paradigms": [...]}}: those cells start from the weights of
@@ -65,8 +70,8 @@ class Study:
             return None
         for c in self.all_cells or self.cells:
             if (c.group == rule["group"] and c.conditioning == "text" and
-                    (c.paradigm, c.frame_rate, c.duration, c.batch_size) ==
-                    (cell.paradigm, cell.frame_rate, cell.duration, cell.batch_size)):
+                    (c.paradigm, c.frame_rate, c.duration, c.batch_size, c.representation) ==
+                    (cell.paradigm, cell.frame_rate, cell.duration, cell.batch_size, cell.representation)):
                 return c
         raise ConfigError(f"studies.{self.name}.init_from.{cell.group}: no text cell of group {rule['group']!r} "
                           f"matches {cell.name} (same paradigm, frame rate, duration and batch size)")
@@ -87,6 +92,11 @@ class Study:
     def shard_keys(self) -> list[tuple[int, float]]:
         return sorted({(c.frame_rate, c.duration) for c in self.cells})
 
+    @property
+    def vae_frame_rates(self) -> list[int]:
+        """Frame rates at which some cell trains on the VAE latent (one VAE is trained per such rate)."""
+        return sorted({c.frame_rate for c in self.cells if c.representation == "vae"})
+
 
 def load_study(path: str | Path, name: str, only: list[str] | None = None) -> Study:
     """Read study ``name`` from the YAML matrix, expand its groups and keep the cells matching ``only``
@@ -100,15 +110,22 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
     cells: list[Cell] = []
     for group, axes in (spec.get("groups") or {}).items():
         missing = [a for a in AXES if a not in axes]
-        unknown = [a for a in axes if a not in AXES]
+        unknown = [a for a in axes if a not in AXES and a not in OPTIONAL_AXES]
         if missing or unknown:
-            raise ConfigError(f"studies.{name}.groups.{group}: axes must be exactly {', '.join(AXES)}"
-                              f" (missing {missing or '-'}, unknown {unknown or '-'})")
-        for values in itertools.product(*(axes[a] for a in AXES)):
+            raise ConfigError(f"studies.{name}.groups.{group}: axes must be exactly {', '.join(AXES)}, optionally "
+                              f"{', '.join(OPTIONAL_AXES)} (missing {missing or '-'}, unknown {unknown or '-'})")
+        names = (*AXES, *OPTIONAL_AXES)
+        for values in itertools.product(*(axes.get(a, OPTIONAL_AXES.get(a)) for a in names)):
             cell = Cell(group, *values)
             if cell.conditioning not in CONDITIONINGS:
                 raise ConfigError(f"studies.{name}.groups.{group}.conditioning: {cell.conditioning!r} is not one of"
                                   f" {', '.join(CONDITIONINGS)}")
+            if cell.representation not in REPRESENTATIONS:
+                raise ConfigError(f"studies.{name}.groups.{group}.representation: {cell.representation!r} is not "
+                                  f"one of {', '.join(REPRESENTATIONS)}")
+            if cell.representation == "vae" and cell.paradigm != "fm":
+                raise ConfigError(f"studies.{name}.groups.{group}.representation: the VAE latent has no tokens, "
+                                  "so only fm cells can use it; give ar cells representation [encodec]")
             if all(c.name != cell.name for c in cells):
                 cells.append(cell)
     all_cells = list(cells)
@@ -131,7 +148,8 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
     study = Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
                   cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
                   paradigm_overrides=per_paradigm,
-                  codec_budget_s=spec.get("codec_budget_s"), train_budget_s=spec.get("train_budget_s"),
+                  codec_budget_s=spec.get("codec_budget_s"), vae_budget_s=spec.get("vae_budget_s"),
+                  train_budget_s=spec.get("train_budget_s"),
                   init_from=init_from, all_cells=all_cells,
                   search=_search(spec.get("search") or {}, name))
     for cell in all_cells:
@@ -158,6 +176,7 @@ def _paths(root: Path, frame_rate: int, duration: float) -> dict[str, str]:
         "data.dataset": str(root / "data" / "synth"),
         "data.shards": str(root / "shards" / f"{frame_rate}hz-{duration:g}s"),
         "codec.path": str(root / "codec" / f"{frame_rate}hz"),
+        "vae.path": str(root / "vae" / f"{frame_rate}hz"),
     }
 
 
@@ -181,6 +200,17 @@ def codec_config(study: Study, frame_rate: int, root: Path, extra: list[str] | N
     return resolve(preset=study.preset, overrides=sets + list(extra or []))
 
 
+def vae_config(study: Study, frame_rate: int, root: Path, extra: list[str] | None = None) -> JobConfig:
+    """The VAE training job at ``frame_rate`` (``arfm codec train --kind vae``), beside that rate's codec."""
+    sets = base_overrides(study, root)
+    sets += [f"{k}={v}" for k, v in _paths(root, frame_rate, study.cells[0].duration).items()]
+    sets += [f"codec.frame_rate={frame_rate}", f"vae.frame_rate={frame_rate}", f"name=vae-{frame_rate}hz",
+             f"study_cell=vae-{frame_rate}hz"]
+    if study.vae_budget_s:
+        sets.append(f"vae.time_budget_s={study.vae_budget_s}")
+    return resolve(preset=study.preset, overrides=sets + list(extra or []))
+
+
 def cell_config(study: Study, cell: Cell, root: Path, extra: list[str] | None = None) -> JobConfig:
     sets = base_overrides(study, root)
     sets += [f"{k}={v}" for k, v in _paths(root, cell.frame_rate, cell.duration).items()]
@@ -189,6 +219,8 @@ def cell_config(study: Study, cell: Cell, root: Path, extra: list[str] | None = 
         f"study_cell={cell.name}",
         f"model.paradigm={cell.paradigm}",
         f"codec.frame_rate={cell.frame_rate}",
+        f"vae.frame_rate={cell.frame_rate}",
+        f"model.representation={cell.representation}",
         f"data.segment_seconds={cell.duration}",
         f"sample.seconds={cell.duration}",
         f"train.batch_size={cell.batch_size}",

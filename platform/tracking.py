@@ -139,7 +139,8 @@ def run_tags(cfg: "JobConfig", job: str, paradigm: str, extra: Mapping[str, Any]
         "frame_rate": cfg.codec.frame_rate,
         "study_cell": cfg.study_cell or "",
         "conditioning": conditioning(cfg),
-        "latent": "encodec",
+        "latent": cfg.model.representation,
+        "representation": cfg.model.representation,
         "preset": cfg.preset,
         "git_commit": git_commit(),
     }

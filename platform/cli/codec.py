@@ -1,4 +1,5 @@
-"""``arfm codec``: train, evaluate, normalize and inspect the EnCodec autoencoder (issue 3, item 1)."""
+"""``arfm codec``: train, evaluate, normalize and inspect the autoencoders: the EnCodec codec (the latent of both
+paradigms) and the VAE-GAN (a second latent for FM, ``--kind vae``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 
 from arfm.cli.common import ConfigOpt, PresetOpt, SetOpt, fail, load_job
 
-app = typer.Typer(help="Train, evaluate and inspect the EnCodec codec (the latent space of both paradigms).",
+app = typer.Typer(help="Train, evaluate and inspect the autoencoders: the EnCodec codec (the latent space of both "
+                       "paradigms) and the VAE-GAN (--kind vae, a second latent space for FM).",
                   no_args_is_help=True)
 
 
@@ -24,9 +26,12 @@ def train(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     local: Annotated[bool, typer.Option("--local", help="single-process PyTorch loop, no Ray Train")] = False,
-    steps: Annotated[Optional[int], typer.Option(help="override codec.steps")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="override codec.steps (vae.steps with --kind vae)")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="encodec: the RVQ codec (codec.*); vae: the VAE-GAN (vae.*)")]
+    = "encodec",
 ) -> None:
-    """Train a codec on random crops of data.dataset's train split and save it to codec.path.
+    """Train a codec on random crops of data.dataset's train split and save it to codec.path (--kind vae: the
+    VAE-GAN autoencoder of appendix E.3, driven by the vae.* fields and saved to vae.path).
 
     The codec's own fields drive the run: codec.steps, codec.batch_size, codec.lr, codec.time_budget_s
     (training stops at whichever of steps / budget comes first), codec.frame_rate (25|50|100 Hz at 32 kHz).
@@ -39,17 +44,22 @@ def train(
       arfm codec train --preset tiny --set codec.time_budget_s=180 --set codec.path=runs/codec50
 
       arfm codec train --preset paper --set codec.frame_rate=25 --set train.workers=2
+
+      arfm codec train --kind vae --preset tiny --set vae.time_budget_s=180 --set vae.path=runs/vae50
     """
+    if kind not in ("encodec", "vae"):
+        fail(f"--kind: {kind!r} is not an autoencoder kind; choose encodec or vae")
+    section = "codec" if kind == "encodec" else "vae"
     overrides = list(set_ or [])
     if steps is not None:
-        overrides.append(f"codec.steps={steps}")
+        overrides.append(f"{section}.steps={steps}")
     cfg = load_job(config, preset, overrides)
     if not (Path(cfg.data.dataset) / "manifest.jsonl").is_file():
         fail(f"no dataset at data.dataset={cfg.data.dataset} (manifest.jsonl missing): create one with "
              "`arfm data synth` or `arfm data ingest`, or pass --set data.dataset=DIR")
-    from arfm.train.tasks.codec import CodecTask
+    from arfm.train.task import get_task
 
-    task = CodecTask("codec")
+    task = get_task("codec" if kind == "encodec" else "vae")
     job = task.job_config(cfg)
     if not local:
         try:
@@ -62,21 +72,21 @@ def train(
         result = run_training(job, task)
         typer.echo(json.dumps({k: result[k] for k in ("run_id", "model_dir", "final_step", "wall_s")
                                if k in result}, indent=1, default=str))
-        typer.echo(f"codec saved to {cfg.codec.path}")
+        typer.echo(f"{kind} saved to {task.target(cfg)}")
         return
     from arfm.train.local import train_local
 
     model = train_local(job, task, log=lambda s: typer.echo(s, err=True))
-    out = Path(cfg.codec.path)
+    out = task.target(cfg)
     out.mkdir(parents=True, exist_ok=True)
     metrics = task.finalize(job, model, out)
     typer.echo(json.dumps(metrics, indent=1))
-    typer.echo(f"codec saved to {out}")
+    typer.echo(f"{kind} saved to {out}")
 
 
 @app.command("eval")
 def evaluate(
-    codec: Annotated[str, typer.Option("--codec", help="codec directory or hub id")],
+    codec: Annotated[str, typer.Option("--codec", help="codec or VAE directory, or a codec hub id")],
     dataset: Annotated[str, typer.Option("--dataset", help="dataset folder with manifest.jsonl")],
     split: Annotated[str, typer.Option(help="train | valid")] = "valid",
     max_clips: Annotated[int, typer.Option(help="clips evaluated (the first ones of the split)")] = 32,
@@ -96,11 +106,12 @@ def evaluate(
     import torch
 
     from arfm.evaluate.reconstruction import evaluate_codec
-    from arfm.latents import Codec, CodecUnavailableError
+    from arfm.latents import CodecUnavailableError, load_latent
+    from arfm.vae_latent import VAEUnavailableError
 
     try:
-        c = Codec.load(codec, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except CodecUnavailableError as exc:
+        c = load_latent(codec, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (CodecUnavailableError, VAEUnavailableError) as exc:
         fail(str(exc))
     try:
         report = evaluate_codec(c, dataset, split, max_clips=max_clips, seconds=seconds)
@@ -110,7 +121,7 @@ def evaluate(
     typer.echo(f"codec {report['codec']} ({c.frame_rate:g} Hz), {report['n_clips']} {split} clips of "
                f"{report['seconds']:g} s")
     typer.echo(f"{'path':<8} {'SI-SNR (dB)':>12} {'log-MSD':>9}")
-    for path in ("latent", "tokens"):
+    for path in ("latent", "tokens") if "si_snr_tokens" in s else ("latent",):
         typer.echo(f"{path:<8} {s[f'si_snr_{path}']:>12.3f} {s[f'log_msd_{path}']:>9.4f}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,17 +162,18 @@ def normalize(
 
 
 @app.command("info")
-def info(name_or_path: Annotated[str, typer.Argument(help="codec directory or hub id")]) -> None:
-    """Print a codec's configuration, identity and normalization statistics as JSON.
+def info(name_or_path: Annotated[str, typer.Argument(help="codec or VAE directory, or a codec hub id")]) -> None:
+    """Print a codec's (or a VAE's) configuration, identity and normalization statistics as JSON.
 
     Example:
 
       arfm codec info runs/codec
     """
-    from arfm.latents import Codec, CodecUnavailableError
+    from arfm.latents import CodecUnavailableError, load_latent
+    from arfm.vae_latent import VAEUnavailableError
 
     try:
-        c = Codec.load(name_or_path)
-    except CodecUnavailableError as exc:
+        c = load_latent(name_or_path)
+    except (CodecUnavailableError, VAEUnavailableError) as exc:
         fail(str(exc))
     typer.echo(json.dumps(c.info(), indent=1))

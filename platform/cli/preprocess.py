@@ -20,6 +20,9 @@ def register_preprocess(data_app: typer.Typer) -> None:
                                                         "(default: data.dataset)")] = None,
         codec: Annotated[Optional[str], typer.Option("--codec", help="codec directory or hub id (default: "
                                                      "codec.pretrained, else codec.path)")] = None,
+        vae: Annotated[Optional[Path], typer.Option("--vae", help="also write this VAE's latents (a folder from `arfm "
+                                                    "codec train --kind vae`, at the codec's frame rate) for "
+                                                    "FM with model.representation=vae")] = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="shard folder (default: data.shards)")] = None,
         workers: Annotated[Optional[int], typer.Option("--workers", "-w", min=1, help="encoder actors "
                                                        "(default: one per CPU of the Ray cluster)")] = None,
@@ -42,6 +45,7 @@ def register_preprocess(data_app: typer.Typer) -> None:
           arfm data preprocess --preset tiny --dataset runs/data/synth --codec runs/codec --out runs/shards
           arfm data preprocess --codec facebook/encodec_32khz --set text.encoder=t5 --out runs/shards-t5
           arfm data preprocess --preset tiny --set data.segment_seconds=2 --workers 2 --overwrite
+          arfm data preprocess --preset tiny --codec runs/codec --vae runs/vae --out runs/shards
         """
         cfg = load_job(config, preset, set_)
         dataset_dir = Path(dataset or cfg.data.dataset)
@@ -55,7 +59,7 @@ def register_preprocess(data_app: typer.Typer) -> None:
         from arfm.text import TextEncoderError
 
         try:
-            summary = preprocess(cfg, dataset_dir, codec_src, out_dir, workers=workers,
+            summary = preprocess(cfg, dataset_dir, codec_src, out_dir, vae=vae, workers=workers,
                                  clips_per_shard=clips_per_shard, encode_batch=encode_batch,
                                  cpus_per_worker=cpus_per_worker, overwrite=overwrite, progress=not quiet)
         except (PreprocessError, CodecUnavailableError, TextEncoderError) as exc:

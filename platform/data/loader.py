@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 META_FILE = "meta.json"
-TENSOR_COLUMNS = ("tokens", "latent", "text", "text_mask", "chords", "melody", "drums")
+TENSOR_COLUMNS = ("tokens", "latent", "vae_latent", "text", "text_mask", "chords", "melody", "drums")
 INFO_COLUMNS = ("id", "caption")
 
 
@@ -71,17 +71,22 @@ def collate(np_batch: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     k, t, d = int(meta["n_codebooks"]), int(meta["n_frames"]), int(meta["latent_dim"])
     dt, length = int(meta["text_dim"]), int(meta["text_len"])
     out: dict[str, Any] = {}
-    shapes = {"tokens": (k, t), "latent": (t, d), "text": (length, dt), "text_mask": (length,)}
+    # vae_latent: the VAE's latent, handed to the model as "latent" (the meta of a model trained on it gives its
+    # latent_dim: arfm.modeling.representation_meta)
+    shapes = {"tokens": (k, t), "latent": (t, d), "vae_latent": (t, d), "text": (length, dt),
+              "text_mask": (length,)}
+    if "latent" in np_batch and "vae_latent" in np_batch:
+        raise ValueError("a batch holds one latent: read either the latent or the vae_latent column")
     for name in TENSOR_COLUMNS:
         if name not in np_batch:
             continue
         arr = _stack(np_batch[name])
-        dtype = np.float32 if name in ("latent", "text") else bool if name == "text_mask" else np.int64
+        dtype = np.float32 if name in ("latent", "vae_latent", "text") else bool if name == "text_mask" else np.int64
         shape = shapes.get(name, (t,))
         if arr.shape[1:] != (int(np.prod(shape)),) and arr.shape[1:] != shape:
             raise ValueError(f"column {name!r}: {arr.shape[1:]} values per row, meta expects {shape}")
         arr = np.array(arr, dtype=dtype, copy=not arr.flags.writeable or arr.dtype != dtype)
-        out[name] = torch.from_numpy(arr.reshape((arr.shape[0], *shape)))
+        out["latent" if name == "vae_latent" else name] = torch.from_numpy(arr.reshape((arr.shape[0], *shape)))
     return out
 
 
@@ -128,7 +133,8 @@ def iter_batches(shards_dir: str | Path, split: str, batch_size: int, shuffle: b
     rng = np.random.default_rng(seed)
     if shuffle:
         files = [files[i] for i in rng.permutation(len(files))]
-    wanted = [c for c in (columns or TENSOR_COLUMNS) if c in TENSOR_COLUMNS]
+    default = [c for c in TENSOR_COLUMNS if c != "vae_latent"]  # the VAE's latent is read when asked for
+    wanted = [c for c in (columns or default) if c in TENSOR_COLUMNS]
     unknown = set(columns or ()) - set(TENSOR_COLUMNS) - set(INFO_COLUMNS)
     if unknown:
         raise ValueError(f"unknown columns {sorted(unknown)}; choose from {TENSOR_COLUMNS}")

@@ -22,6 +22,11 @@ be reachable from every node on a cluster (shared storage).
 
 When the codec has no latent normalization (appendix E.2), it is computed first over up to
 ``codec.norm_segments`` random train segments in a parallel Ray Data pass and stored with the codec.
+
+A second representation: given a VAE (``vae=``, a folder written by ``arfm codec train --kind vae`` at the codec's
+frame rate), every shard also holds ``vae_latent`` (the normalized posterior mean, ``[T, 64]``) beside the EnCodec
+columns, and the metadata names it (``vae``, ``vae_path``, ``vae_latent_dim``, ``representations``), so FM trains
+on either latent from the same shards (``model.representation``); the controls are shared.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from arfm.data.normalization import _normalization, _resolve_codec, _resolve_vae, _store_normalization
+
+SCHEMA_VERSION = 2  # 2: optional vae_latent column, "representations" in the metadata
 META_FILE = "meta.json"
 META_KEY = b"arfm.meta"
 CONTROLS = ("chords", "melody", "drums")
@@ -120,7 +127,7 @@ def _list_array(values: np.ndarray, pa_type):
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat.reshape(-1), type=pa_type))
 
 
-def shard_schema():
+def shard_schema(vae: bool = False):
     import pyarrow as pa
 
     return pa.schema([
@@ -128,7 +135,7 @@ def shard_schema():
         ("tokens", pa.list_(pa.int16())), ("latent", pa.list_(pa.float32())),
         ("chords", pa.list_(pa.int16())), ("melody", pa.list_(pa.int16())), ("drums", pa.list_(pa.int16())),
         ("text", pa.list_(pa.float32())), ("text_mask", pa.list_(pa.bool_())),
-    ])
+    ] + ([("vae_latent", pa.list_(pa.float32()))] if vae else []))
 
 
 def write_table_atomic(table, path: Path) -> None:
@@ -161,6 +168,14 @@ class ShardEncoder:
         if settings.get("own_process"):
             torch.set_num_threads(max(1, int(settings.get("threads", 1))))
         self.codec = Codec.load(codec_path)
+        self.vae = None
+        if settings.get("vae_path"):
+            from arfm.vae_latent import VAELatent
+
+            self.vae = VAELatent.load(settings["vae_path"])
+            if self.vae.identity != settings["meta"]["vae"]:
+                raise PreprocessError(f"VAE at {settings['vae_path']} changed during the run ({self.vae.identity} "
+                                      f"!= {settings['meta']['vae']})")
         self.text = build_text_encoder(TextConfig(**text_cfg))
         self.init_s = time.perf_counter() - t0  # model loading, reported with this actor's first shard
         self.s = settings
@@ -193,14 +208,18 @@ class ShardEncoder:
         s, codec = self.s, self.codec
         sr, seg_s, n_frames, bs = codec.sample_rate, s["segment_seconds"], s["n_frames"], int(s["encode_batch"])
         ids, clip_ids, starts, captions, chords, melody = [], [], [], [], [], []
-        tokens, latents, drums, pending = [], [], [], []
+        tokens, latents, drums, vae_latents, pending = [], [], [], [], []
         methods: set[str] = set()
 
         def flush() -> None:  # encode the pending segments: audio is held for at most one codec batch
-            z = codec.encode_latent(torch.from_numpy(np.stack(pending))[:, None])[:, :n_frames]
+            audio = torch.from_numpy(np.stack(pending))[:, None]
+            z = codec.encode_latent(audio)[:, :n_frames]
             tokens.append(codec.quantize(z).cpu().numpy().astype(np.int16))
             drums.append(drums_from_latent(codec, z).cpu().numpy().astype(np.int16))
             latents.append(codec.normalize(z).cpu().numpy().astype(np.float32))
+            if self.vae is not None:
+                zv = self.vae.encode_latent(audio)[:, :n_frames]
+                vae_latents.append(self.vae.normalize(zv).cpu().numpy().astype(np.float32))
             pending.clear()
 
         for row in task["rows"]:
@@ -242,41 +261,17 @@ class ShardEncoder:
             _list_array(np.concatenate(drums), pa.int16()),
             _list_array(feats_np[pick], pa.float32()), _list_array(masks_np[pick], pa.bool_()),
         ]
+        if self.vae is not None:
+            columns.append(_list_array(np.concatenate(vae_latents), pa.float32()))
         file_meta = {**s["meta"], "split": task["split"], "shard": task["shard"], "rows": len(ids),
                      "fingerprint": s["fingerprint"], "control_methods": sorted(methods)}
-        schema = shard_schema().with_metadata({META_KEY: json.dumps(file_meta).encode()})
+        schema = shard_schema(self.vae is not None).with_metadata({META_KEY: json.dumps(file_meta).encode()})
         table = pa.Table.from_arrays(columns, schema=schema)
         if task.get("fail"):
             raise RuntimeError(f"injected failure in shard {task['split']}/{task['shard']}")
         write_table_atomic(table, Path(task["path"]))
         return {"split": task["split"], "shard": task["shard"], "rows": len(ids),
                 "seconds": len(ids) * seg_s, "methods": json.dumps(sorted(methods))}
-
-
-class NormStats:
-    """Ray Data actor for the appendix E.2 statistics of a batch of segments (combined by the driver)."""
-
-    def __init__(self, codec_path: str, settings: dict):
-        import torch
-
-        from arfm.latents import Codec
-
-        if settings.get("own_process"):
-            torch.set_num_threads(max(1, int(settings.get("threads", 1))))
-        self.codec = Codec.load(codec_path)
-        self.s = settings
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from arfm.latents import compute_normalization
-
-        sr, seg_s = self.codec.sample_rate, self.s["segment_seconds"]
-        segs = []
-        for item in batch["item"]:
-            row, start = json.loads(str(item))
-            segs.append(_segment_audio(_read_audio(self.s["dataset_dir"], row, sr), start, seg_s, sr))
-        mean, mean_std = compute_normalization(self.codec, segs, len(segs), batch_size=int(self.s["encode_batch"]),
-                                               segment_seconds=seg_s)
-        return {"n": [len(segs)], "mean": [mean], "mean_std": [mean_std]}
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -330,63 +325,6 @@ def _default_workers(cpus_per_worker: int) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
 
 
-def _resolve_codec(codec: Any, out_dir: Path, codec_path: str | None):
-    """``(Codec, path the actors load it from)``. A Codec object is saved under ``SHARDS/codec``."""
-    from arfm.latents import CODEC_META, Codec
-
-    if isinstance(codec, (str, Path)):
-        path = str(codec_path or codec)
-        if Path(path).expanduser().is_dir():
-            path = str(Path(path).expanduser().resolve())
-        loaded = Codec.load(str(codec))
-        saved = out_dir / "codec" / CODEC_META
-        if not loaded.has_normalization and saved.is_file():  # normalized by an earlier run into SHARDS/codec
-            info = json.loads(saved.read_text())
-            if info.get("weights_sha256") == loaded.weights_digest and info.get("normalization"):
-                return Codec.load(out_dir / "codec"), str(out_dir / "codec")
-        return loaded, path
-    if codec_path:
-        return codec, str(codec_path)
-    target = out_dir / "codec"
-    meta = target / CODEC_META
-    if not (meta.is_file() and json.loads(meta.read_text()).get("identity") == codec.identity):
-        codec.save(target)
-    return codec, str(target)
-
-
-def _store_normalization(codec, codec_path: str, out_dir: Path) -> str:
-    """Save the codec with its new statistics: into its own folder when writable, else under SHARDS/codec."""
-    local = Path(codec_path)
-    if local.is_dir() and os.access(local, os.W_OK):
-        codec.save(local)
-        return str(local)
-    target = out_dir / "codec"
-    codec.save(target)
-    return str(target)
-
-
-def _normalization(cfg, rows, codec, codec_path, workers, settings, progress, executor) -> None:
-    seg_s = cfg.data.segment_seconds
-    slots = [(r, start) for r in rows if r["split"] == "train" for _, start in segment_plan(r, seg_s)]
-    if not slots:
-        raise PreprocessError("the codec has no latent normalization and the manifest has no train rows to "
-                              "compute it from (appendix E.2); run `arfm codec train` or add train clips")
-    n = min(cfg.codec.norm_segments, len(slots))
-    rng = np.random.default_rng(cfg.data.seed)
-    pick = sorted(rng.choice(len(slots), size=n, replace=False).tolist())
-    items = [{"item": json.dumps(slots[i])} for i in pick]
-    if progress:
-        print(f"codec has no latent normalization: computing it over {n} train segments (appendix E.2)",
-              flush=True)
-    per = max(1, min(4 * int(settings["encode_batch"]), math.ceil(n / workers)))
-    parts = list(_map(NormStats, {"codec_path": codec_path, "settings": settings}, items, per, workers,
-                      settings["threads"], executor))
-    total = sum(int(p["n"]) for p in parts)
-    mean = sum(float(p["mean"]) * int(p["n"]) for p in parts) / total
-    mean_std = sum(float(p["mean_std"]) * int(p["n"]) for p in parts) / total
-    codec.set_normalization(mean, mean_std, n_segments=total, segment_seconds=seg_s)
-
-
 def _existing_state(out_dir: Path, planned: list[dict], fingerprint: str) -> tuple[set, list[Path]]:
     """Finished shard keys whose fingerprint matches; raise on foreign shards. Also stale temporary files."""
     import pyarrow.parquet as pq
@@ -408,12 +346,14 @@ def _existing_state(out_dir: Path, planned: list[dict], fingerprint: str) -> tup
     return done, stale
 
 
-def preprocess(cfg, dataset_dir: str | Path, codec: Any, out_dir: str | Path, *, workers: int | None = None,
+def preprocess(cfg, dataset_dir: str | Path, codec: Any, out_dir: str | Path, *, vae: Any = None,
+               workers: int | None = None,
                clips_per_shard: int = DEFAULT_CLIPS_PER_SHARD, encode_batch: int = 8, cpus_per_worker: int = 1,
                overwrite: bool = False, codec_path: str | None = None, progress: bool = True,
                executor: str = "ray", fail_after_shards: int | None = None,
                fail_shards: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
-    """Encode ``dataset_dir`` with ``codec`` (a path/hub id or a :class:`arfm.latents.Codec`) into ``out_dir``.
+    """Encode ``dataset_dir`` with ``codec`` (a path/hub id or a :class:`arfm.latents.Codec`) into ``out_dir``;
+    with ``vae`` (a VAE folder) the shards also hold its latents (``vae_latent``).
 
     ``workers`` encoder actors of ``cpus_per_worker`` CPUs each (default: all CPUs of the Ray cluster);
     ``executor="local"`` runs the same code in this process without Ray. Returns a summary
@@ -450,6 +390,13 @@ def preprocess(cfg, dataset_dir: str | Path, codec: Any, out_dir: str | Path, *,
     if not codec_obj.has_normalization:
         _normalization(cfg, rows, codec_obj, codec_path, n_workers(), settings, progress, executor)
         codec_path = _store_normalization(codec_obj, codec_path, out_dir)
+    vae_obj = vae_path = None
+    if vae is not None:
+        vae_obj, vae_path = _resolve_vae(vae, codec_obj)
+        if not vae_obj.has_normalization:
+            _normalization(cfg, rows, vae_obj, vae_path, n_workers(), settings, progress, executor,
+                           n_segments=cfg.vae.norm_segments, what="the VAE")
+            vae_path = _store_normalization(vae_obj, vae_path, out_dir, "vae")
     from arfm.text import text_encoder_info
 
     text = text_encoder_info(cfg.text)  # identity and dims for the metadata, without loading weights
@@ -459,10 +406,15 @@ def preprocess(cfg, dataset_dir: str | Path, codec: Any, out_dir: str | Path, *,
             "n_codebooks": codec_obj.n_codebooks, "codebook_size": codec_obj.codebook_size,
             "latent_dim": codec_obj.latent_dim, "n_frames": n_frames, "segment_seconds": seg_s,
             "text_encoder": text["identity"], "text_dim": text["dim"], "text_len": text["max_tokens"],
-            "controls": list(CONTROLS), "latent_mean": codec_obj.mean, "latent_mean_std": codec_obj.mean_std}
-    stable = {k: v for k, v in meta.items() if k != "codec_path"}  # moving the codec folder is not a change
+            "controls": list(CONTROLS), "latent_mean": codec_obj.mean, "latent_mean_std": codec_obj.mean_std,
+            "representations": ["encodec"] + (["vae"] if vae_obj is not None else [])}
+    if vae_obj is not None:
+        meta.update({"vae": vae_obj.identity, "vae_path": vae_path, "vae_latent_dim": vae_obj.latent_dim,
+                     "vae_latent_mean": vae_obj.mean, "vae_latent_mean_std": vae_obj.mean_std})
+    stable = {k: v for k, v in meta.items() if k not in ("codec_path", "vae_path")}  # moving a folder: no change
     fingerprint = _digest({"meta": stable, "clips_per_shard": clips_per_shard, "manifest": _manifest_digest(rows)})
-    settings.update(meta=meta, fingerprint=fingerprint, n_frames=n_frames, codec_identity=codec_obj.identity)
+    settings.update(meta=meta, fingerprint=fingerprint, n_frames=n_frames, codec_identity=codec_obj.identity,
+                    vae_path=vae_path)
     planned = plan_shards(rows, clips_per_shard)
     done, stale = _existing_state(out_dir, planned, fingerprint)
     for p in stale:

@@ -30,6 +30,7 @@ import numpy as np
 from arfm.config import JobConfig
 
 AUDIO_KINDS = ("reference", "codec_latent", "codec_tokens")
+VAE_KIND = "vae_latent"  # the VAE's reconstructions (FM on the VAE latent's ceiling), where a cell uses the VAE
 LABELS = {"reference": "reference clips (ceiling)", "codec_latent": "codec, continuous latent (FM's ceiling)",
           "codec_tokens": "codec, RVQ tokens (AR's ceiling)", "untrained": "untrained (floor)"}
 
@@ -70,10 +71,15 @@ def evaluate_audio_baselines(cfg: JobConfig, kinds: tuple[str, ...] = AUDIO_KIND
     from arfm.evaluate.job import _log, load_background, load_prompts, score_variants, summarize
     from arfm.latents import Codec
 
-    unknown = set(kinds) - set(AUDIO_KINDS)
+    unknown = set(kinds) - {*AUDIO_KINDS, VAE_KIND}
     if unknown:
-        raise ValueError(f"baseline kinds {sorted(unknown)}: choose from {AUDIO_KINDS}")
+        raise ValueError(f"baseline kinds {sorted(unknown)}: choose from {(*AUDIO_KINDS, VAE_KIND)}")
     codec = Codec.load(cfg.codec.pretrained or cfg.codec.path)
+    vae = None
+    if VAE_KIND in kinds:
+        from arfm.vae_latent import VAELatent
+
+        vae = VAELatent.load(cfg.vae.path)
     seconds = float(cfg.sample.seconds or cfg.data.segment_seconds)
     notes: list[str] = []
     prompts = load_prompts(cfg, cfg.eval.n_samples, seconds, codec.sample_rate, notes)
@@ -87,7 +93,8 @@ def evaluate_audio_baselines(cfg: JobConfig, kinds: tuple[str, ...] = AUDIO_KIND
     for kind in kinds:
         t0 = time.perf_counter()
         refs = [p["reference"] for p in prompts]
-        audio = refs if kind == "reference" else [_round_trip(codec, a, kind == "codec_tokens") for a in refs]
+        coder = vae if kind == VAE_KIND else codec
+        audio = refs if kind == "reference" else [_round_trip(coder, a, kind == "codec_tokens") for a in refs]
         outputs[kind] = {"audio": audio, "info": [{}] * len(audio), "seconds": time.perf_counter() - t0}
     # scored together (FAD's real set embedded once), each with every metric, logged as its own run
     scored = score_variants(outputs, prompts, codec.sample_rate, cfg, background, every_metric=True)
@@ -95,7 +102,8 @@ def evaluate_audio_baselines(cfg: JobConfig, kinds: tuple[str, ...] = AUDIO_KIND
     for kind in kinds:
         variants = {"": {"sample": {}}}
         metrics, table = summarize({"": scored[kind]}, {"": outputs[kind]}, variants, prompts, notes)
-        _, run_id = _start(cfg, kind, audio_cell(cfg, kind), "", {"codec": codec.identity})
+        extra = {"codec": codec.identity, **({"vae": vae.identity, "latent": "vae"} if kind == VAE_KIND else {})}
+        _, run_id = _start(cfg, kind, audio_cell(cfg, kind), "", extra)
         try:
             _log(uri, run_id, metrics, table, {"": outputs[kind]}, variants, prompts, codec.sample_rate, cfg)
         except BaseException:
@@ -117,9 +125,9 @@ def evaluate_untrained(cfg: JobConfig, meta: dict[str, Any] | None = None, tuned
     from arfm import tracking
     from arfm.data.loader import read_meta
     from arfm.evaluate.job import evaluate_run
-    from arfm.modeling import build_generative, save_model_dir
+    from arfm.modeling import build_generative, representation_meta, save_model_dir
 
-    meta = meta or read_meta(cfg.data.shards)
+    meta = meta or representation_meta(read_meta(cfg.data.shards), cfg.model.representation)
     torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
     model = build_generative(cfg, meta).eval()
     uri, run_id = _start(cfg, "untrained", untrained_cell(cfg), cfg.model.paradigm)

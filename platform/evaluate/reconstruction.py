@@ -75,7 +75,7 @@ def evaluate_codec(codec: Any, dataset: str, split: str = "valid", max_clips: in
                    batch_size: int = 8) -> dict[str, Any]:
     """Appendix B on a dataset split: SI-SNR and log-MSD of ``decode_latent(encode_latent(x))`` (the
     continuous path FM uses; the paper's "EnCodec was sampled without quantization") and of
-    ``decode_tokens(encode_tokens(x))`` (the AR path), over the first ``max_clips`` clips of ``split`` cut to
+    ``decode_tokens(encode_tokens(x))`` (the AR path; not for a VAE, which has no tokens), over the first ``max_clips`` clips of ``split`` cut to
     ``seconds`` (default: the shortest clip, at most 10 s).
 
     Returns ``{"codec", "frame_rate", "sample_rate", "split", "n_clips", "seconds", "summary": {"si_snr_latent",
@@ -100,21 +100,22 @@ def evaluate_codec(codec: Any, dataset: str, split: str = "valid", max_clips: in
         x = resample(x, int(r.get("sample_rate") or sr), sr)
         clips.append(np.pad(x[:n], (0, max(0, n - len(x)))).astype(np.float32))
     per_clip: list[dict[str, Any]] = []
+    paths = ("latent", "tokens") if getattr(codec, "n_codebooks", 0) else ("latent",)  # a VAE has no tokens
     for i in range(0, len(clips), batch_size):
         batch = torch.from_numpy(np.stack(clips[i:i + batch_size]))[:, None, :]
         with torch.no_grad():
             latent = codec.encode_latent(batch)
-            rec_latent = codec.decode_latent(latent).float().cpu().numpy()[:, 0]
-            rec_tokens = codec.decode_tokens(codec.quantize(latent)).float().cpu().numpy()[:, 0]
+            recs = {"latent": codec.decode_latent(latent).float().cpu().numpy()[:, 0]}
+            if "tokens" in paths:
+                recs["tokens"] = codec.decode_tokens(codec.quantize(latent)).float().cpu().numpy()[:, 0]
         for j in range(batch.shape[0]):
             ref = clips[i + j]
-            per_clip.append({
-                "id": rows[i + j]["id"],
-                "si_snr_latent": si_snr(rec_latent[j][:n], ref), "si_snr_tokens": si_snr(rec_tokens[j][:n], ref),
-                "log_msd_latent": log_msd(rec_latent[j][:n], ref, sr),
-                "log_msd_tokens": log_msd(rec_tokens[j][:n], ref, sr),
-            })
-    keys = ("si_snr_latent", "si_snr_tokens", "log_msd_latent", "log_msd_tokens")
+            row: dict[str, Any] = {"id": rows[i + j]["id"]}
+            for path, rec in recs.items():
+                row[f"si_snr_{path}"] = si_snr(rec[j][:n], ref)
+                row[f"log_msd_{path}"] = log_msd(rec[j][:n], ref, sr)
+            per_clip.append(row)
+    keys = tuple(f"{m}_{path}" for m in ("si_snr", "log_msd") for path in paths)
     summary = {k: float(np.mean([c[k] for c in per_clip])) for k in keys}
     return {"codec": codec.identity, "frame_rate": float(codec.frame_rate), "sample_rate": sr, "split": split,
             "n_clips": len(per_clip), "seconds": float(seconds), "summary": summary, "clips": per_clip}

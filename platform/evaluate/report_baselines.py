@@ -11,7 +11,8 @@ from __future__ import annotations
 from arfm.evaluate.runs import RunView, latest
 
 CEILINGS = (("reference", "reference clips — ceiling"), ("codec_latent", "codec recon., latent — FM ceiling"),
-            ("codec_tokens", "codec recon., RVQ tokens — AR ceiling"))
+            ("codec_tokens", "codec recon., RVQ tokens — AR ceiling"),
+            ("vae_latent", "VAE recon. — FM (VAE) ceiling"))
 
 
 def _pick(runs: list[RunView], **want) -> RunView | None:
@@ -29,10 +30,11 @@ def ceilings(base: list[RunView], frame_rate: int | None) -> list[tuple[str, Run
 
 def floors(base: list[RunView], conditioning: str, frame_rate: int | None = None,
            prefix: dict[str, str] | None = None) -> list[tuple[str, RunView, str]]:
-    """Untrained AR and FM of a conditioning; ``prefix`` maps a paradigm to the variant its row reads."""
+    """Untrained AR and FM (on each latent) of a conditioning; ``prefix`` maps a paradigm to the variant its row
+    reads."""
     out = []
-    for par, name in (("ar", "AR"), ("fm", "FM")):
-        want = {"baseline": "untrained", "paradigm": par, "conditioning": conditioning}
+    for par, latent, name in (("ar", "encodec", "AR"), ("fm", "encodec", "FM"), ("fm", "vae", "FM (VAE)")):
+        want = {"baseline": "untrained", "paradigm": par, "conditioning": conditioning, "latent": latent}
         if frame_rate:
             want["frame_rate"] = frame_rate
         r = _pick(base, **want)
@@ -51,13 +53,13 @@ def rows(base: list[RunView], table: str, frame_rate: int | None = None) -> list
         return ceilings(base, frame_rate) + floors(base, "controls", frame_rate)
     if table == "4":
         out = ceilings(base, frame_rate) + floors(base, "inpainting", frame_rate, {"ar": "inpaint/", "fm": "inpaint/"})
-        zs = _pick(base, baseline="untrained", paradigm="fm", conditioning="text")
+        zs = _pick(base, baseline="untrained", paradigm="fm", conditioning="text", latent="encodec")
         if zs is not None and zs.variants("inpaint_zs"):
             out.append(("untrained FM, zero-shot — floor", zs, "inpaint_zs/"))
         return out
     if table == "8":
         out = ceilings(base, frame_rate)
-        fm = _pick(base, baseline="untrained", paradigm="fm", conditioning="text",
+        fm = _pick(base, baseline="untrained", paradigm="fm", conditioning="text", latent="encodec",
                    **({"frame_rate": frame_rate} if frame_rate else {}))
         if fm is not None:
             steps = sorted(int(v[5:]) for v in fm.variants("euler") if v[5:].isdigit())

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @runtime_checkable
 class Task(Protocol):
-    name: str  # "codec" | "ar" | "fm"
+    name: str  # "codec" | "vae" | "ar" | "fm"
 
     def tags(self, cfg: "JobConfig") -> dict[str, str]:
         """MLflow tags this job adds (paradigm, conditioning, latent ...)."""
@@ -41,6 +41,7 @@ class Task(Protocol):
 
 TASKS: dict[str, str] = {
     "codec": "arfm.train.tasks.codec:CodecTask",
+    "vae": "arfm.train.tasks.vae:VAETask",
     "ar": "arfm.train.tasks.generative:GenerativeTask",
     "fm": "arfm.train.tasks.generative:GenerativeTask",
 }

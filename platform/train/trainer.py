@@ -89,7 +89,7 @@ def run_training(
     extra_tags: dict[str, Any] | None = None,
     progress_line: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``task`` ("codec" | "ar" | "fm", or a Task object) as one Ray Train run tracked by one MLflow run.
+    """Train ``task`` ("codec" | "vae" | "ar" | "fm", or a Task object) as one Ray Train run tracked by one MLflow run.
 
     ``resume``: False starts a new run (``run_name`` or ``<cfg.name>-<task>-<time>-<hex>``); an MLflow run id, or
     True together with ``run_name``, continues that run from its last checkpoint (same Ray storage folder, same
@@ -129,7 +129,7 @@ def run_training(
                              "--resume RUN_ID) or choose another run name")
         tags = {**task_tags, **(extra_tags or {}), "task": task_name, "ray_run_name": run_name,
                 "ray_storage_path": str(storage / run_name)}
-        uri, run_id = tracking.start_run(cfg, "codec" if task_name == "codec" else "train", paradigm, tags, run_name)
+        uri, run_id = tracking.start_run(cfg, "codec" if task_name in ("codec", "vae") else "train", paradigm, tags, run_name)
     run_dir = storage / run_name
 
     import ray.train
@@ -192,7 +192,7 @@ def run_training(
     if model_dir is not None:
         tracking.log_model_dir(uri, run_id, model_dir, "model")
         if cfg.tracking.register_models:
-            name = tracking.registered_name(paradigm)
+            name = tracking.registered_name("vae" if task_name == "vae" else paradigm)
             done_tags["registered_model"] = f"{name}/{tracking.register_model(uri, run_id, name)}"
     tracking.set_tags(uri, run_id, done_tags)
     tracking.finish_run(uri, run_id, "FINISHED")

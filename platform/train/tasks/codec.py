@@ -119,6 +119,24 @@ class _CropRows:
         return [{"audio": read_crop(row["path"], int(row["frames"]), self.n, rng)} for _ in range(self.crops)]
 
 
+def adversarial_kwargs(section: Any, seed: int) -> dict[str, Any]:
+    """The adversarial stage of an autoencoder section (``codec`` or ``vae``): a seeded multi-scale STFT
+    discriminator wrapped in :class:`arfm.models.codecs.AdversarialLoss`, and its two weights; ``{}`` when
+    ``adversarial`` is off. The discriminator is a submodule of the training model, so the one optimizer (its own
+    Adam moments per parameter) and every checkpoint hold it beside the autoencoder."""
+    if not section.adversarial:
+        return {}
+    import torch
+
+    from arfm.models.codecs import AdversarialLoss, MultiScaleSTFTDiscriminator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        disc = MultiScaleSTFTDiscriminator(filters=section.disc_filters)
+    return {"adversarial": AdversarialLoss(disc), "adv_weight": section.adv_weight,
+            "feat_weight": section.feat_weight}
+
+
 # ------------------------------------------------------------------------------------------------ the task
 class CodecTask:
     """Implements :class:`arfm.train.task.Task` for ``arfm codec train``."""
@@ -126,10 +144,14 @@ class CodecTask:
     def __init__(self, name: str = "codec"):
         self.name = name
 
+    def section(self, cfg: "JobConfig"):
+        """The config section holding this autoencoder's fields (``codec``; ``vae`` for the VAE task)."""
+        return cfg.codec
+
     # -- configuration ------------------------------------------------------------------------------------
     def job_config(self, cfg: "JobConfig") -> "JobConfig":
         """``cfg`` with the codec's optimisation fields copied into ``train`` (what the training loop reads)."""
-        c = cfg.codec
+        c = self.section(cfg)
         train = cfg.train.model_copy(update={
             "steps": c.steps, "batch_size": c.batch_size, "lr": c.lr, "time_budget_s": c.time_budget_s,
             "warmup_steps": 0, "schedule": c.schedule, "betas": (0.5, 0.9), "weight_decay": 0.0,
@@ -138,8 +160,9 @@ class CodecTask:
         return cfg.model_copy(update={"train": train})
 
     def tags(self, cfg: "JobConfig") -> dict[str, str]:
-        return {"paradigm": "codec", "latent": "encodec", "frame_rate": str(cfg.codec.frame_rate),
-                "codec_pretrained": str(cfg.codec.pretrained or "")}
+        return {"paradigm": "codec", "latent": "encodec", "representation": "encodec",
+                "frame_rate": str(cfg.codec.frame_rate), "codec_pretrained": str(cfg.codec.pretrained or ""),
+                "adversarial": str(cfg.codec.adversarial).lower()}
 
     # -- model --------------------------------------------------------------------------------------------
     def build_model(self, cfg: "JobConfig") -> "torch.nn.Module":
@@ -151,20 +174,18 @@ class CodecTask:
             codec = Codec.load(c.pretrained)
         else:
             codec = Codec.from_config(c, cfg.data.sample_rate, seed=cfg.train.seed)
-        if c.adversarial:
-            raise ValueError("codec.adversarial=true is not implemented: the codec trains on L1 + mel + "
-                             "commitment losses only; set codec.adversarial=false")
         model = CodecTrainingModel(
             codec.model, codec.sample_rate, commitment_weight=c.commitment_weight, l1_weight=c.l1_weight,
             mel_weight=c.mel_weight,
             quantizer_dropout=c.quantizer_dropout, passthrough_prob=c.passthrough_prob, ema_decay=c.ema_decay,
+            **adversarial_kwargs(c, cfg.train.seed),
         )
         return model.train()
 
     # -- data ---------------------------------------------------------------------------------------------
     def _crop_geometry(self, cfg: "JobConfig") -> tuple[list[dict[str, Any]], int, int]:
         clips = _clips(cfg, "train")
-        n = int(round(cfg.codec.train_seconds * cfg.data.sample_rate))
+        n = int(round(self.section(cfg).train_seconds * cfg.data.sample_rate))
         mean_frames = float(np.mean([c["frames"] for c in clips]))
         return clips, n, max(1, math.ceil(mean_frames / n))
 
@@ -221,40 +242,50 @@ class CodecTask:
         return {"audio": torch.from_numpy(audio)[:, None, :]}
 
     # -- artifact -----------------------------------------------------------------------------------------
+    def wrap(self, cfg: "JobConfig", autoencoder: "torch.nn.Module"):
+        """The trained autoencoder as the platform's latent interface (:class:`arfm.latents.Codec` here)."""
+        from arfm.latents import Codec
+
+        return Codec(autoencoder, source=f"arfm codec train ({cfg.name})")
+
+    def target(self, cfg: "JobConfig") -> Path:
+        return Path(cfg.codec.path)
+
     def finalize(self, cfg: "JobConfig", model: "torch.nn.Module", out_dir: Path) -> dict[str, float]:
-        """Compute the E.2 normalization over ``codec.norm_segments`` random ``data.segment_seconds`` crops, save
-        the codec to ``out_dir`` and ``codec.path``, and return validation reconstruction metrics."""
+        """Compute the E.2 normalization over ``norm_segments`` random ``data.segment_seconds`` crops, save the
+        autoencoder to ``out_dir`` and to its ``path`` (``codec.path`` / ``vae.path``), and return validation
+        reconstruction metrics (appendix B)."""
         import copy
 
         import torch
 
         from arfm.config import dump_yaml
         from arfm.evaluate.reconstruction import evaluate_codec
-        from arfm.latents import Codec, compute_normalization
+        from arfm.latents import compute_normalization
 
         t0 = time.time()
         autoencoder = copy.deepcopy(getattr(model, "autoencoder", model)).to("cpu").float().eval()
-        codec = Codec(autoencoder, source=f"arfm codec train ({cfg.name})")
+        latent = self.wrap(cfg, autoencoder)
         if torch.cuda.is_available() and cfg.train.use_gpu:
-            codec.to("cuda")
+            latent.to("cuda")
         seconds = cfg.data.segment_seconds
+        n_norm = self.section(cfg).norm_segments
         mean, mean_std = compute_normalization(
-            codec, random_crops(cfg, seconds, cfg.codec.norm_segments, seed=cfg.data.seed + 1),
-            cfg.codec.norm_segments, segment_seconds=seconds)
+            latent, random_crops(cfg, seconds, n_norm, seed=cfg.data.seed + 1), n_norm, segment_seconds=seconds)
         out_dir = Path(out_dir)
         metrics: dict[str, float] = {"norm_mean": mean, "norm_mean_std": mean_std}
         try:
-            report = evaluate_codec(codec, cfg.data.dataset, "valid", max_clips=16,
+            report = evaluate_codec(latent, cfg.data.dataset, "valid", max_clips=16,
                                     seconds=min(seconds, 10.0))
-        except ValueError as exc:  # no valid split: the codec is still usable
-            print(f"[arfm codec] no reconstruction metrics: {exc}", flush=True)
+        except ValueError as exc:  # no valid split: the autoencoder is still usable
+            print(f"[arfm {self.name}] no reconstruction metrics: {exc}", flush=True)
             report = None
-        codec.to("cpu").save(out_dir)
+        latent.to("cpu").save(out_dir)
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         if report is not None:
             metrics.update({f"recon_{k}": v for k, v in report["summary"].items()})
             (out_dir / "reconstruction.json").write_text(json.dumps(report, indent=1))
-        target = Path(cfg.codec.path)
+        target = self.target(cfg)
         if target.resolve() != out_dir.resolve():
             if target.exists():
                 shutil.rmtree(target)

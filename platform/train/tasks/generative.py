@@ -26,16 +26,20 @@ class GenerativeTask:
                              f"set --set model.paradigm={self.name}")
 
     def meta(self, cfg: JobConfig) -> dict[str, Any]:
+        """The shards' metadata as the model sees it (the VAE's latent fields for ``model.representation=vae``)."""
         if self._meta is None:
             from arfm.data.loader import read_meta
+            from arfm.modeling import representation_meta
 
-            self._meta = read_meta(cfg.data.shards)
+            self._meta = representation_meta(read_meta(cfg.data.shards), cfg.model.representation,
+                                              f"the shards at data.shards={cfg.data.shards}")
         return self._meta
 
     def tags(self, cfg: JobConfig) -> dict[str, str]:
         conditioning = "inpainting" if cfg.model.inpainting != "none" else ("controls" if cfg.model.controls
                                                                             else "text")
-        return {"paradigm": self.name, "conditioning": conditioning, "latent": "encodec",
+        return {"paradigm": self.name, "conditioning": conditioning, "latent": cfg.model.representation,
+                "representation": cfg.model.representation,
                 "frame_rate": str(cfg.codec.frame_rate), "duration": f"{cfg.data.segment_seconds:g}",
                 "batch_size": str(cfg.train.batch_size)}
 
@@ -46,16 +50,16 @@ class GenerativeTask:
         return build_generative(cfg, self.meta(cfg))
 
     def columns(self, cfg: JobConfig) -> list[str]:
-        """What the model reads: its representation (RVQ tokens for AR, the latent for FM), the text features
-        and the controls it is conditioned on (plus ``id``, which orders the rows)."""
-        main = "tokens" if self.name == "ar" else "latent"
+        """What the model reads: its representation (RVQ tokens for AR, the EnCodec or VAE latent for FM), the text
+        features and the controls it is conditioned on (plus ``id``, which orders the rows)."""
+        main = "tokens" if self.name == "ar" else ("vae_latent" if cfg.model.representation == "vae" else "latent")
         return ["id", main, "text", "text_mask", *cfg.model.controls]
 
     def train_bytes(self, cfg: JobConfig) -> int:
         """The training split as collated tensors (int64 tokens and controls, float32 latent and text)."""
         m = self.meta(cfg)
         k, t, d = int(m["n_codebooks"]), int(m["n_frames"]), int(m["latent_dim"])
-        per_col = {"tokens": 8 * k * t, "latent": 4 * t * d, "text": 4 * int(m["text_len"]) * int(m["text_dim"]),
+        per_col = {"tokens": 8 * k * t, "latent": 4 * t * d, "vae_latent": 4 * t * d, "text": 4 * int(m["text_len"]) * int(m["text_dim"]),
                    "text_mask": int(m["text_len"]), "chords": 8 * t, "melody": 8 * t, "drums": 8 * t}
         row = sum(per_col.get(c, 0) for c in self.columns(cfg))
         return row * int((m.get("splits") or {}).get("train", 0))
