@@ -98,12 +98,12 @@ def test_shards_follow_the_contract(run, cfg):
     codec = Codec.load(meta["codec_path"])
     assert codec.has_normalization and meta["codec"] == codec.identity
     k, t, d = codec.n_codebooks, codec.n_frames(1.0), codec.latent_dim
-    assert (meta["schema_version"], meta["n_frames"], meta["n_codebooks"], meta["latent_dim"]) == (1, t, k, d)
+    assert (meta["schema_version"], meta["n_frames"], meta["n_codebooks"], meta["latent_dim"]) == (2, t, k, d)
     assert meta["text_encoder"].startswith("tiny-t5") and (meta["text_dim"], meta["text_len"]) == (64, 16)
     assert meta["splits"] == {"train": 10, "valid": 2} and meta["controls"] == ["chords", "melody", "drums"]
     schema = pq.read_schema(out / "valid" / "part-00000.parquet")
     file_meta = json.loads(schema.metadata[META_KEY])
-    assert file_meta["schema_version"] == 1 and file_meta["codec"] == meta["codec"]
+    assert file_meta["schema_version"] == 2 and file_meta["codec"] == meta["codec"]
     assert schema.field("tokens").type == pa.list_(pa.int16()) and schema.field("latent").type == pa.list_(pa.float32())
     assert schema.field("text_mask").type == pa.list_(pa.bool_()) and schema.field("drums").type == pa.list_(pa.int16())
 

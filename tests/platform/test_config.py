@@ -81,3 +81,13 @@ def test_cfg_form_fields_are_checked_by_name():
         resolve("tiny", overrides=["sample.cfg_form=jasco", "sample.cfg_all=4.0", "sample.control_cfg={chords: 2}"])
     with pytest.raises(ConfigError, match=r"sample\.cfg_all: JASCO's w_all needs sample\.cfg_form=jasco"):
         resolve("tiny", overrides=["sample.cfg_all=4.0"])
+
+
+def test_ar_on_the_vae_latent_fails_validation_naming_representation():
+    with pytest.raises(ConfigError, match=r"model\.representation=vae .*AR model"):
+        resolve("tiny", overrides=["model.paradigm=ar", "model.representation=vae"])
+    cfg = resolve("tiny", overrides=["model.paradigm=fm", "model.representation=vae"])
+    assert cfg.model.representation == "vae" and cfg.vae.latent_dim == 64
+    paper = resolve("paper")
+    assert paper.vae.channels == [128, 256, 512, 1024, 2048] and paper.vae.kl_weight == 1e-3
+    assert (paper.vae.batch_size, paper.vae.lr, paper.vae.steps) == (64, 3e-4, 400_000)

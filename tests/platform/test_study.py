@@ -26,7 +26,7 @@ def test_only_selects_and_rejects(tmp_path):
     s = load_study(STUDY, "paper", only=["controls"])
     assert {c.conditioning for c in s.cells} == {"controls"}
     s = load_study(STUDY, "paper", only=["fm-100hz"])
-    assert [c.name for c in s.cells] == ["fm-100hz-10s-b256-text"]
+    assert [c.name for c in s.cells] == ["fm-100hz-10s-b256-text", "fm-100hz-10s-b256-text-vae"]
     with pytest.raises(ConfigError, match="--only"):
         load_study(STUDY, "paper", only=["nothing-like-this"])
     with pytest.raises(ConfigError, match="unknown study"):
@@ -100,3 +100,24 @@ def test_bad_init_from_rules_name_the_field(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=r"studies\.x\.init_from\.inpainting: groups"):
         load_study(path, "x")
+
+
+def test_vae_cells_train_fm_on_the_vae_latent_and_ar_cannot(tmp_path):
+    q = load_study(STUDY, "quick")
+    vae = [c for c in q.cells if c.representation == "vae"]
+    assert [c.name for c in vae] == ["fm-50hz-4s-b8-text-vae"] and q.vae_frame_rates == [50]
+    cfg = cell_config(q, vae[0], tmp_path)
+    assert cfg.model.representation == "vae" and cfg.vae.frame_rate == 50
+    assert cfg.vae.path == str(tmp_path / "vae" / "50hz") and cfg.data.shards == str(tmp_path / "shards" / "50hz-4s")
+    main_fm = next(c for c in q.cells if c.name == "fm-50hz-4s-b8-text")
+    assert cell_config(q, main_fm, tmp_path).model.representation == "encodec"
+    from arfm.study import vae_config
+
+    assert vae_config(q, 50, tmp_path).vae.time_budget_s == q.vae_budget_s
+    paper = load_study(STUDY, "paper")
+    assert {f"fm-{fr}hz-10s-b256-text-vae" for fr in (25, 50, 100)} <= {c.name for c in paper.cells}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("studies:\n  s:\n    groups:\n      g: {paradigm: [ar, fm], frame_rate: [50], duration: [4.0], "
+                   "batch_size: [8], conditioning: [text], representation: [vae]}\n")
+    with pytest.raises(ConfigError, match=r"groups\.g\.representation: the VAE latent has no tokens"):
+        load_study(bad, "s")
