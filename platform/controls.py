@@ -14,10 +14,12 @@ Chord estimators (``method`` is named in every result):
 
 ``chordino``
     The paper's estimator: Chordino (NNLS chroma + chord HMM, vamp plugin shipped by ``chord-extractor``), with
-    chord-extractor's default parameters. Its labels are mapped to the 193-class vocabulary by ``arfm.vocab``.
+    chord-extractor's default parameters. The vocabulary is Chordino's own dictionary (``arfm.vocab``: 193
+    classes, one per label Chordino can print), so each of its labels maps to one class.
 ``chroma-template`` (fallback when ``chord-extractor``/``vamp`` is not installed)
     A light numpy/scipy estimator: log-magnitude STFT folded into a 12-bin chroma (60 Hz-2.1 kHz), cosine match
-    against the binary templates of ``arfm.vocab.chord_templates`` with a small preference for triads, a ~0.5 s
+    against the binary templates of ``arfm.vocab.chord_templates`` with a small preference for triads and for
+    root position over the slash chords it cannot tell apart, a ~0.5 s
     moving average of the scores, silence -> ``N``, segments shorter than 0.25 s merged away. It differs from
     Chordino in having no NNLS approximate transcription (so harmonics leak into the chroma: sevenths and sixths
     are confused with triads more often), no tuning estimation, no bass chroma (inversions are not seen) and no
@@ -58,6 +60,7 @@ from arfm.vocab import (
     chord_from_index,
     chord_templates,
     melody_index,
+    slash_chords,
     segments_to_frames,
 )
 
@@ -219,7 +222,7 @@ def _chroma_template(x: np.ndarray, sr: int, fps: float = 10.0) -> list[tuple[st
     chroma /= np.linalg.norm(chroma, axis=1, keepdims=True) + 1e-9
     tmpl = chord_templates()
     size = tmpl.sum(1)
-    scores = chroma @ (tmpl / np.linalg.norm(tmpl, axis=1, keepdims=True)).T - 0.02 * (size > 3)
+    scores = chroma @ (tmpl / np.linalg.norm(tmpl, axis=1, keepdims=True)).T - 0.02 * (size > 3) - 1e-3 * slash_chords()
     k = max(1, int(round(0.5 * fps)))
     if k > 1 and len(scores) > 1:
         from scipy.ndimage import uniform_filter1d

@@ -15,12 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import re
 from typing import Any
 
 import numpy as np
 
-from arfm.vocab import CHORD_QUALITIES, MELODY_LOW_MIDI, N_MELODY_NOTES, chord_index, pitch_class
+from arfm.vocab import MELODY_LOW_MIDI, N_MELODY_NOTES, chord_index
 
 
 class FieldError(ValueError):
@@ -78,24 +77,13 @@ def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------- controls
-_SYMBOL = re.compile(r"^([A-G](?:#|b)?)([^/]*)(?:/([A-G](?:#|b)?))?$")
-
-
 def chord_symbol_index(symbol: str) -> int:
     """A chord symbol of the vocabulary (``C``, ``F#m7``, ``Bbmaj7``, ``Ebm7b5``, ``G/B``, ``N``) -> its index.
 
-    Strict: the quality must be one of the vocabulary's 16 exactly (``arfm.vocab.parse_chord``, built for
-    estimator output, maps unknown qualities to major or minor; a request's symbol is refused instead).
+    Strict (:func:`arfm.vocab.chord_index`): the symbol must be one of Chordino's 193 labels (another spelling of
+    the same root or bass is accepted, ``Dbmaj7``); anything else is refused with the vocabulary in the message.
     """
-    if symbol == "N":
-        return chord_index("N")
-    m = _SYMBOL.match(symbol)
-    if not m or m.group(2) not in CHORD_QUALITIES:
-        raise ValueError(f"{symbol!r} is not in the chord vocabulary (a root C..B with # or b, one of the "
-                         f"qualities {sorted(q or 'maj' for q in CHORD_QUALITIES)} written as in 'C', 'Am', 'F#7', "
-                         "'Bbmaj7', an optional /bass, or N for no chord)")
-    pitch_class(m.group(1))
-    return chord_index(f"{m.group(1)}{m.group(2)}")
+    return chord_index(symbol)
 
 
 def chords_to_frames(events: list[dict[str, Any]], frame_rate: float, n_frames: int) -> list[int]:

@@ -1,8 +1,9 @@
 """Music theory and arrangement for the synthetic dataset: a random song sketch with exact ground truth.
 
 :func:`compose` draws a style (genre), key, mode, tempo, metre, a diatonic chord progression coloured with
-sevenths, ninths, sus and sixth chords, a motif-based melody, bass and comping parts and a drum pattern, all
-on one beat grid. Times are in seconds of the clip; the song starts before the clip (a random cut), so the
+sevenths, sixths and inversions, a motif-based melody, bass and comping parts and a drum pattern, all on one
+beat grid. Every chord is one of Chordino's (:data:`arfm.vocab.CHORD_TYPES`, the classes of the chord control),
+so Chordino can in principle recover every chord of the corpus: a slash chord's bass part plays its bass note. Times are in seconds of the clip; the song starts before the clip (a random cut), so the
 first beat falls anywhere in the first bar. Nothing here makes sound: :mod:`arfm.data.synth_render` does.
 """
 
@@ -14,16 +15,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arfm.data.synth_patterns import BASS_PATTERNS, CELLS, DRUMS, comp_pattern
-from arfm.vocab import CHORD_QUALITIES, MELODY_LOW_MIDI, N_MELODY_NOTES, PITCH_CLASSES, chord_label
+from arfm.vocab import CHORD_TYPES, MELODY_LOW_MIDI, N_MELODY_NOTES, PITCH_CLASSES, chord_label
 
 MELODY_HIGH_MIDI = MELODY_LOW_MIDI + N_MELODY_NOTES - 1  # B6 (95)
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
-# diatonic qualities per degree: (triad, seventh, ninth or None)
-MAJOR_QUALITIES = (("", "maj7", "maj9"), ("m", "m7", "m9"), ("m", "m7", None), ("", "maj7", "maj9"),
-                   ("", "7", "9"), ("m", "m7", "m9"), ("dim", "m7b5", None))
-MINOR_QUALITIES = (("m", "m7", "m9"), ("dim", "m7b5", None), ("", "maj7", "maj9"), ("m", "m7", "m9"),
-                   ("m", "m7", None), ("", "maj7", "maj9"), ("", "7", "9"))
+# diatonic chord types per degree (Chordino's types, arfm.vocab.CHORD_TYPES): (triad, seventh)
+MAJOR_QUALITIES = (("", "maj7"), ("m", "m7"), ("m", "m7"), ("", "maj7"), ("", "7"), ("m", "m7"), ("dim", "m7b5"))
+MINOR_QUALITIES = (("m", "m7"), ("dim", "m7b5"), ("", "maj7"), ("m", "m7"), ("m", "m7"), ("", "maj7"), ("", "7"))
+# slash chords of a major triad and how often each is drawn: first and second inversion, the triad over its
+# flat seventh and over its second (Chordino's "/3", "/5", "/b7", "/2")
+TRIAD_INVERSIONS = (("/3", 0.4), ("/5", 0.3), ("/b7", 0.2), ("/2", 0.1))
 
 MAJOR_PROGRESSIONS = ((0, 4, 5, 3), (0, 5, 3, 4), (1, 4, 0, 0), (0, 3, 4, 3), (5, 3, 0, 4), (0, 2, 3, 4),
                       (0, 3, 0, 4), (0, 5, 1, 4), (3, 4, 2, 5), (0, 1, 3, 4), (0, 3, 6, 2, 5, 1, 4, 0))
@@ -46,9 +48,8 @@ class Style:
     kit: str
     comp_patterns: tuple[str, ...]
     bass_patterns: tuple[str, ...]
-    p7: float = 0.1
-    p9: float = 0.0
-    psus: float = 0.05
+    p7: float = 0.1  # seventh chords
+    pinv: float = 0.05  # slash chords (inversions) of major triads and dominant sevenths
     p6: float = 0.0
     swing: tuple[float, float] = (0.5, 0.5)
     reverb: tuple[float, float] = (0.12, 0.25)
@@ -61,45 +62,45 @@ STYLES: dict[str, Style] = {
                  ("piano", "electric piano", "acoustic guitar"), ("synth pad", "strings", None),
                  ("electric bass", "synth bass"), ("synth lead", "flute", "whistle", "vibraphone"),
                  ("pop",), "acoustic", ("quarters", "halves", "arpeggio"), ("root5", "eighths", "root"),
-                 p7=0.15, psus=0.15, p6=0.05, minor_bias=0.35),
+                 p7=0.15, pinv=0.15, p6=0.05, minor_bias=0.35),
     "rock": Style(("rock", "indie rock", "classic rock", "garage rock"), (104, 150), (4,),
                   ("electric guitar", "organ", "piano"), (None, None, "organ"), ("electric bass",),
                   ("lead guitar", "synth lead", "saxophone"), ("rock",), "acoustic",
-                  ("strum", "quarters", "eighths"), ("eighths", "root5"), p7=0.05, psus=0.1, minor_bias=0.45),
+                  ("strum", "quarters", "eighths"), ("eighths", "root5"), p7=0.05, pinv=0.1, minor_bias=0.45),
     "jazz": Style(("jazz", "smooth jazz", "cool jazz", "swing jazz"), (92, 160), (4, 4, 3),
                   ("piano", "electric piano"), (None, None, "strings"), ("upright bass",),
                   ("trumpet", "clarinet", "vibraphone", "saxophone", "flute"), ("jazz",), "brush",
-                  ("charleston", "halves"), ("walking",), p7=0.85, p9=0.3, p6=0.1, swing=(0.6, 0.67),
+                  ("charleston", "halves"), ("walking",), p7=1.0, p6=0.1, swing=(0.6, 0.67),
                   reverb=(0.15, 0.3), minor_bias=0.4),
     "lofi": Style(("lo-fi hip hop", "chillhop", "lofi beat", "lo-fi"), (70, 90), (4,),
                   ("electric piano", "piano", "acoustic guitar"), ("synth pad", None),
                   ("electric bass", "sub bass", "upright bass"), ("flute", "bell", "vibraphone", "whistle"),
-                  ("hiphop",), "lofi", ("halves", "sustain", "arpeggio"), ("root", "hiphop"), p7=0.65, p9=0.3,
+                  ("hiphop",), "lofi", ("halves", "sustain", "arpeggio"), ("root", "hiphop"), p7=0.95,
                   swing=(0.55, 0.62), reverb=(0.15, 0.3), minor_bias=0.55, lofi=True),
     "house": Style(("house", "deep house", "dance", "electronic dance"), (118, 128), (4,),
                    ("electric piano", "organ", "synth pluck"), ("synth pad",), ("synth bass",),
                    ("synth lead", "bell", "square lead"), ("four",), "electronic", ("stabs", "arpeggio"),
-                   ("offbeat",), p7=0.4, p9=0.15, minor_bias=0.55),
+                   ("offbeat",), p7=0.55, minor_bias=0.55),
     "synthwave": Style(("synthwave", "retro 80s synth", "outrun", "synth-pop"), (84, 118), (4,),
                        ("synth pluck", "electric piano"), ("synth pad", "strings"), ("synth bass",),
                        ("synth lead", "square lead"), ("rock",), "electronic", ("arpeggio", "quarters"),
-                       ("eighths",), p7=0.2, p9=0.1, psus=0.1, minor_bias=0.65),
+                       ("eighths",), p7=0.3, pinv=0.1, minor_bias=0.65),
     "folk": Style(("folk", "acoustic folk", "americana", "singer-songwriter"), (78, 120), (4, 3),
                   ("acoustic guitar", "piano", "harp"), (None, "strings"), ("upright bass", "electric bass"),
                   ("flute", "violin", "whistle", "clarinet"), ("folk",), "acoustic", ("strum", "arpeggio"),
-                  ("root5", "root"), p7=0.1, psus=0.2, minor_bias=0.4),
+                  ("root5", "root"), p7=0.1, pinv=0.2, minor_bias=0.4),
     "funk": Style(("funk", "groovy funk", "disco funk", "neo-soul"), (96, 116), (4,),
                   ("electric piano", "clavinet", "electric guitar"), (None, "synth pad"),
                   ("synth bass", "electric bass"), ("trumpet", "synth lead", "saxophone"), ("funk",),
-                  "acoustic", ("quarters", "stabs"), ("funk",), p7=0.7, p9=0.4, minor_bias=0.5),
+                  "acoustic", ("quarters", "stabs"), ("funk",), p7=1.0, minor_bias=0.5),
     "cinematic": Style(("cinematic", "orchestral", "epic soundtrack", "film score"), (66, 96), (4, 3),
                        ("piano", "harp"), ("strings",), ("upright bass", "synth bass"),
                        ("violin", "flute", "trumpet", "clarinet"), ("ballad",), "orchestral",
-                       ("arpeggio", "sustain"), ("root",), p7=0.15, psus=0.2, reverb=(0.25, 0.4), minor_bias=0.6),
+                       ("arpeggio", "sustain"), ("root",), p7=0.15, pinv=0.2, reverb=(0.25, 0.4), minor_bias=0.6),
     "ambient": Style(("ambient", "chillout", "downtempo", "dreamy ambient"), (64, 86), (4,),
                      ("electric piano", "harp"), ("synth pad",), ("sub bass", "synth bass"),
                      ("bell", "flute", "vibraphone"), ("ballad",), "electronic", ("arpeggio", "sustain"),
-                     ("root",), p7=0.4, p9=0.3, psus=0.2, reverb=(0.3, 0.45), minor_bias=0.5),
+                     ("root",), p7=0.7, pinv=0.2, reverb=(0.3, 0.45), minor_bias=0.5),
     "waltz": Style(("waltz", "classical waltz", "ballroom waltz", "viennese waltz"), (84, 150), (3,),
                    ("piano", "acoustic guitar", "harp"), ("strings", None), ("upright bass",),
                    ("violin", "flute", "clarinet"), ("waltz",), "orchestral", ("waltz",), ("root",), p7=0.3,
@@ -175,16 +176,19 @@ class _Grid:
 
 
 def _chord_quality(rng, style: Style, mode: str, degree: int) -> str:
-    triad, seventh, ninth = (MAJOR_QUALITIES if mode == "major" else MINOR_QUALITIES)[degree]
-    r = rng.random()
-    if ninth and r < style.p9:
-        return ninth
-    if r < style.p9 + style.p7:
+    """A chord type of :data:`arfm.vocab.CHORD_TYPES` for a scale degree."""
+    triad, seventh = (MAJOR_QUALITIES if mode == "major" else MINOR_QUALITIES)[degree]
+    if rng.random() < style.p7:
+        if seventh == "7" and rng.random() < style.pinv:
+            return "7/3"
+        if seventh == "m7b5" and rng.random() < style.pinv:
+            return "m7b5/b7"
         return seventh
     if triad in ("", "m") and rng.random() < style.p6:
         return "6" if triad == "" else "m6"
-    if triad == "" and rng.random() < style.psus:
-        return _pick(rng, ("sus4", "sus2"))
+    if triad == "" and rng.random() < style.pinv:
+        names, weights = zip(*TRIAD_INVERSIONS)
+        return names[int(rng.choice(len(names), p=np.array(weights) / sum(weights)))]
     return triad
 
 
@@ -196,9 +200,9 @@ def _progression(rng, style: Style, key: int, mode: str) -> list[tuple[int, str]
     for i, d in enumerate(degrees):
         q = _chord_quality(rng, style, mode, d)
         if mode == "minor" and d == 4 and rng.random() < 0.6:  # harmonic-minor dominant
-            q = "7" if q in ("m7", "m9") else ""
+            q = "7" if q == "m7" else ""
         if mode == "minor" and d == 6 and style.words[0] in ("cinematic", "waltz") and rng.random() < 0.3:
-            out.append(((key + 11) % 12, "dim7"))  # leading-tone diminished seventh instead of VII
+            out.append(((key + 7) % 12, "7/3"))  # the dominant seventh over the leading tone instead of VII
             continue
         if mode == "minor" and d == 2 and style.words[0] == "cinematic" and rng.random() < 0.15:
             q = "aug"
@@ -228,9 +232,10 @@ def _voicing(pcs: tuple[int, ...], centre: float, prev: list[int] | None) -> lis
 
 
 def _chord_pcs(root: int, quality: str) -> tuple[int, ...]:
-    """Pitch classes root first, in the quality's interval order (not sorted)."""
+    """Chord tones root first, in the type's interval order (not sorted); a slash chord's bass is not one of
+    them unless it is a chord tone (``C/D`` -> C, E, G; the bass part plays the D)."""
     seen, out = set(), []
-    for iv in CHORD_QUALITIES[quality]:
+    for iv in CHORD_TYPES[quality].intervals:
         pc = (root + iv) % 12
         if pc not in seen:
             seen.add(pc)
@@ -386,12 +391,15 @@ def compose(rng: np.random.Generator, seconds: float, genre: str | None = None) 
                     for i, m in enumerate(order):
                         tracks["comp"].append(Note(t0 + i * spread, max(0.05, gate - i * spread), m, vel))
             root_m = 33 + (root - 9) % 12
+            slash = CHORD_TYPES[q].bass
             for pos, length, tone in bass_pat:
                 b0 = bar * bpb + pos
                 if not s0 <= b0 < s1:
                     continue
                 t0, t1 = grid.time(b0), grid.time(min(b0 + length, s1))
-                if tone == "r":
+                if slash:  # a slash chord: the bass holds its bass note (its octave where the pattern leaps)
+                    m = 33 + (root + slash - 9) % 12 + (12 if tone == "o" else 0)
+                elif tone == "r":
                     m = root_m
                 elif tone == "f":
                     m = root_m + (pcs[2] - root) % 12

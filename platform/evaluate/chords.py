@@ -8,13 +8,15 @@ Estimation (``method``):
     with chord-extractor's default parameters. Its change points ``(label, time)`` become segments.
 ``chroma-template`` (fallback, numpy only)
     STFT chroma (magnitude, ``log(1 + 100 |X| / max |X|)``, 60 Hz - 1 kHz, 93 ms hop) scored by cosine
-    against harmonic templates of the 192 chords of the vocabulary (:mod:`arfm.vocab`: each chord tone with
-    its first six harmonics, weight 0.8^(h-1)), minus 0.02 per chord tone beyond three, ``N`` for near-silent
-    frames, then Viterbi smoothing with a fixed switch penalty. A light stand-in, named as such in every
-    result.
+    against harmonic templates of the 192 chords of the vocabulary (:mod:`arfm.vocab`: each sounding pitch
+    class with its first six harmonics, weight 0.8^(h-1)), minus 0.02 per pitch class beyond three and 0.001
+    for a slash chord (it has no bass chroma, so ``C/E`` ties with ``C`` and the root position wins), ``N``
+    for near-silent frames, then Viterbi smoothing with a fixed switch penalty. A light stand-in, named as
+    such in every result.
 
 Chord IOU. A chord sequence is a list of ``(label, start_s, end_s)`` segments in Chordino's spelling (``C``,
-``Am``, ``G/B``, ``Ebm7b5``: :mod:`arfm.vocab`); both sequences are converted to Harte syntax (``C:maj``,
+``Am``, ``G/B``, ``Ebm7b5``: :mod:`arfm.vocab`; other common qualities such as ``sus4`` or ``9`` are read too,
+a label that cannot be read becomes ``X``, which mir_eval leaves out); both sequences are converted to Harte syntax (``C:maj``,
 ``A:min``, ``G:maj/3``, ``Eb:hdim7``), cut or padded with ``N`` to the evaluated span ``[0, D]``, and compared
 segment by segment with ``mir_eval.chord`` (Raffel et al., 2014): ``mir_eval.util.merge_labeled_intervals``,
 one of mir_eval's comparison rules (``vocab``), and ``mir_eval.chord.weighted_accuracy``, the
@@ -47,7 +49,7 @@ import numpy as np
 from arfm.evaluate.audio import as_mono, resample
 from arfm.evaluate.estimators import Availability, choose, probe, reference_kind
 from arfm.evaluate.results import MetricResult
-from arfm.vocab import N_CHORDS, chord_from_index, chord_pitch_classes
+from arfm.vocab import _LABEL, N_CHORDS, chord_from_index, chord_pitch_classes, pitch_class, slash_chords
 
 Segments = list[tuple[str, float, float]]
 
@@ -66,17 +68,17 @@ def chordino_available() -> Availability:
 
 VOCABS = ("tetrads", "sevenths", "majmin", "mirex", "triads", "thirds", "root")
 DEFAULT_VOCAB = "tetrads"
-# Chordino's suffixes (arfm.vocab) -> Harte shorthand
-_HARTE = {"": "maj", "m": "min", "dim": "dim", "aug": "aug", "7": "7", "maj7": "maj7", "m7": "min7",
-          "m7b5": "hdim7", "dim7": "dim7", "6": "maj6", "m6": "min6", "sus4": "sus4", "sus2": "sus2", "9": "9",
-          "maj9": "maj9", "m9": "min9"}
+# Chordino's qualities (arfm.vocab.CHORD_TYPES), then other common suffixes a reference may use -> Harte
+_HARTE = {"": "maj", "m": "min", "m7b5": "hdim7", "6": "maj6", "7": "7", "maj7": "maj7", "m7": "min7",
+          "m6": "min6", "dim": "dim", "aug": "aug",
+          "maj": "maj", "min": "min", "M7": "maj7", "min7": "min7", "hdim7": "hdim7", "hdim": "hdim7",
+          "min6": "min6", "maj6": "maj6", "o": "dim", "+": "aug", "dim7": "dim7", "sus4": "sus4", "sus2": "sus2",
+          "9": "9", "maj9": "maj9", "m9": "min9"}
 _DEGREES = ("1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7")
 
 
 def harte(label: str) -> str:
     """Chordino-style label -> Harte syntax for mir_eval (``"G/B"`` -> ``"G:maj/3"``); ``X`` when unparseable."""
-    from arfm.vocab import _LABEL, _QUALITY_ALIASES, pitch_class
-
     label = str(label).strip()
     if label in ("N", ""):
         return "N"
@@ -87,7 +89,7 @@ def harte(label: str) -> str:
         root = pitch_class(m.group(1))
     except ValueError:
         return "X"
-    quality = _QUALITY_ALIASES.get(m.group(2), m.group(2))
+    quality = m.group(2)
     if quality not in _HARTE:
         return "X"
     out = f"{m.group(1)}:{_HARTE[quality]}"
@@ -232,7 +234,8 @@ def _template(audio: np.ndarray, sample_rate: int, switch_penalty: float = 0.6, 
         return [("N", 0.0, duration)]
     t, sizes = _harmonic_templates()
     norm = chroma / np.maximum(np.linalg.norm(chroma, axis=1, keepdims=True), 1e-12)
-    score = norm @ t.T - 0.02 * (sizes[None] - 3)  # a slight preference for triads over their extensions
+    # a slight preference for triads over their extensions, and for root position (no bass chroma here)
+    score = norm @ t.T - 0.02 * (sizes[None] - 3) - 0.001 * slash_chords()[None]
     loud = 20 * np.log10(energy / (energy.max() + 1e-12) + 1e-12) > silence_db
     n_score = np.where(loud, score.max(axis=1) - 0.2, score.max(axis=1) + 1.0)
     emit = np.concatenate([score, n_score[:, None]], axis=1) / temperature  # [T, 193], N last

@@ -137,7 +137,7 @@ SYNTH_SEED, SYNTH_N, SYNTH_SECONDS = 3, 6, 8.0
 @pytest.fixture(scope="session")
 def synth_clips():
     """``[(audio, labels)]``: clips of the project's synthetic corpus (``arfm.data.synth``, seed 3, 6 x 8 s,
-    several genres, 3/4 and 4/4, extended chords), or this file's renderer when that module is absent."""
+    several genres, 3/4 and 4/4, sevenths and inversions), or this file's renderer when that module is absent."""
     try:
         from arfm.data.synth import generate_clip
     except ImportError:

@@ -64,7 +64,9 @@ def test_chordino_is_available_or_says_why(require_estimator):
 
 # floors just under what each estimator measures on these clips (deterministic estimators, fixed clips)
 RENDERED_FLOOR = {"chordino": 0.85, "chroma-template": 0.95}  # measured 0.877 and 0.978 (tetrads)
-SYNTH_FLOOR = {"chordino": 0.80, "chroma-template": 0.78}  # measured 0.821 and 0.803 (majmin)
+# the corpus draws Chordino's chords (arfm.vocab): these clips now hold more sevenths, which the bass-less
+# chroma-template fallback confuses with triads on another root (a lo-fi clip of maj7 chords scores 0.23)
+SYNTH_FLOOR = {"chordino": 0.79, "chroma-template": 0.70}  # measured 0.810 and 0.731 (majmin)
 
 
 @pytest.mark.parametrize("method", ["chordino", "chroma-template"])
@@ -82,7 +84,7 @@ def test_estimators_on_rendered_triads(method, labelled_clips, sr, require_estim
 
 @pytest.mark.parametrize("method", ["chordino", "chroma-template"])
 def test_estimators_on_the_synthetic_corpus(method, synth_clips, require_estimator):
-    """arfm.data.synth clips (extended chords, comping, melody, reverb) against their exact labels, at the
+    """arfm.data.synth clips (seventh chords and inversions, comping, melody, reverb) against their exact labels, at the
     MIREX 'majmin' level."""
     if method == "chordino":
         require_estimator(chordino_available())

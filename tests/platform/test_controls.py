@@ -24,7 +24,7 @@ def test_controls_from_labels_match_hand_computed_frames():
     labels = {"chords": [["C", 0.0, 0.5], ["Am7", 0.5, 1.5]], "melody": [[60, 0.2, 0.6], [100, 1.0, 1.2]]}
     out = C.controls_from_labels(labels, frame_rate=10, n_frames=20)
     c, am7, n = chord_index("C"), chord_index("Am7"), N_CHORDS - 1
-    assert (c, am7, n) == (0, 9 * 16 + 6, 192)
+    assert (c, am7, n) == (0, 9 * 16 + 7, 192)  # A is root 9, m7 the 8th of Chordino's types
     assert out["chords"].tolist() == [c] * 5 + [am7] * 10 + [n] * 5
     # frame centres 0.05, 0.15, ...: 0.25..0.55 lie in the first note; MIDI 100 is above the 53-note range
     assert out["melody"].tolist() == [53, 53] + [60 - 43] * 4 + [53] * 14
