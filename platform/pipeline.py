@@ -436,8 +436,10 @@ class StudyRunner:
         if not todo:
             return True
         # A job generates (one thread), then waits on its metric tasks (one CPU each): it holds no CPU itself,
-        # so one job more than CPUs keeps every CPU busy while jobs generate and others' metrics run.
+        # so one job more than CPUs keeps every CPU busy while jobs generate and others' metrics run. The jobs
+        # with the most sampling variants start first, so the longest does not start last (stable otherwise).
         limit = max(1, int(ray.cluster_resources().get("CPU", 1)) + 1)
+        todo.sort(key=lambda item: -_eval_cost(item))
         return self._run_limited(todo, limit, "evaluated")
 
     def stage_report(self) -> None:
@@ -468,6 +470,25 @@ class StudyRunner:
         if results is not None:
             results.append({"cell": name, **result})
         return True
+
+
+def _eval_cost(item: tuple[str, Any, tuple]) -> int:
+    """About how many sampling variants an evaluation job runs (its trained model's: the floors and the
+    reference rows run the default sampling only): FM text models add table 8's solver rows, control models one
+    row per control."""
+    name, _, args = item
+    if name.startswith(("baseline-", "reference+")):
+        return 1
+    cfg = JobConfig.model_validate(args[0])
+    m, e = cfg.model, cfg.eval
+    if m.inpainting != "none":
+        return 1
+    if m.controls:
+        return 1 + len(m.controls)
+    if m.paradigm != "fm":
+        return 1
+    few = len(e.few_step_nfe if e.few_step_nfe is not None else e.euler_steps)
+    return 1 + len(e.euler_steps) + len(e.extra_solvers) + few * (len(e.equal_nfe_solvers) + bool(e.shifted_euler))
 
 
 def _fmt(v: Any) -> str:

@@ -54,6 +54,7 @@ class Study:
     data: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     paradigm_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"fm": {"train.lr": 1e-2}}
+    group_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # a group's own `set`
     codec_budget_s: float | None = None
     vae_budget_s: float | None = None
     train_budget_s: float | None = None
@@ -108,12 +109,18 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
         raise ConfigError(f"--preset: unknown study {name!r} in {p}; choose one of {', '.join(studies)}")
     spec = studies[name]
     cells: list[Cell] = []
+    group_sets: dict[str, dict[str, Any]] = {}
     for group, axes in (spec.get("groups") or {}).items():
+        axes = dict(axes)
+        if not isinstance(axes.get("set", {}), dict):
+            raise ConfigError(f"studies.{name}.groups.{group}.set: a mapping of dotted keys to values")
+        group_sets[group] = axes.pop("set", None) or {}
         missing = [a for a in AXES if a not in axes]
         unknown = [a for a in axes if a not in AXES and a not in OPTIONAL_AXES]
         if missing or unknown:
             raise ConfigError(f"studies.{name}.groups.{group}: axes must be exactly {', '.join(AXES)}, optionally "
-                              f"{', '.join(OPTIONAL_AXES)} (missing {missing or '-'}, unknown {unknown or '-'})")
+                              f"{', '.join(OPTIONAL_AXES)} and set (missing {missing or '-'}, unknown "
+                              f"{unknown or '-'})")
         names = (*AXES, *OPTIONAL_AXES)
         for values in itertools.product(*(axes.get(a, OPTIONAL_AXES.get(a)) for a in names)):
             cell = Cell(group, *values)
@@ -147,7 +154,7 @@ def load_study(path: str | Path, name: str, only: list[str] | None = None) -> St
         raise ConfigError(f"studies.{name}.paradigm_set: {unknown} are not paradigms (ar, fm)")
     study = Study(name=name, preset=spec.get("preset", name), experiment=spec.get("experiment", f"arfm-{name}"),
                   cells=cells, data=spec.get("data") or {}, overrides=spec.get("set") or {},
-                  paradigm_overrides=per_paradigm,
+                  paradigm_overrides=per_paradigm, group_overrides=group_sets,
                   codec_budget_s=spec.get("codec_budget_s"), vae_budget_s=spec.get("vae_budget_s"),
                   train_budget_s=spec.get("train_budget_s"),
                   init_from=init_from, all_cells=all_cells,
@@ -233,5 +240,7 @@ def cell_config(study: Study, cell: Cell, root: Path, extra: list[str] | None = 
         sets.append(f"train.time_budget_s={study.train_budget_s}")
     sets += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
              for k, v in study.paradigm_overrides.get(cell.paradigm, {}).items()]
+    sets += [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+             for k, v in study.group_overrides.get(cell.group, {}).items()]
     # User overrides come last so `--set` on the grid wins over the matrix.
     return resolve(preset=study.preset, overrides=sets + list(extra or []))

@@ -60,6 +60,7 @@ class VAETrainingModel(nn.Module):
         feat_weight: float = 5.0,
         stft_fft_sizes=(2048, 1024, 512, 256, 128),
         perceptual_weighting: bool = False,
+        stft_scale: str = "linear",
     ):
         super().__init__()
         self.autoencoder = vae
@@ -70,7 +71,14 @@ class VAETrainingModel(nn.Module):
         self.adversarial = adversarial
         self.adv_weight = adv_weight
         self.feat_weight = feat_weight
-        self.stft_loss = stft_loss(stft_fft_sizes, sample_rate, perceptual_weighting)
+        if stft_scale == "mel":  # the codec's multi-resolution mel loss (see VAEConfig.stft_scale)
+            from .training import mel_stft_loss
+
+            self.stft_loss = mel_stft_loss(sample_rate)
+        elif stft_scale == "linear":
+            self.stft_loss = stft_loss(stft_fft_sizes, sample_rate, perceptual_weighting)
+        else:
+            raise ValueError(f"stft_scale must be 'linear' or 'mel' (got {stft_scale!r})")
 
     @property
     def discriminator(self) -> nn.Module | None:

@@ -32,6 +32,7 @@ def test_builds_from_the_platform_model_config():
         cfg = ModelConfig(paradigm=paradigm, layers=2, dim=64, heads=4, ffn=128, controls=["chords", "melody"],
                           inpainting=inpainting)
         kwargs = cfg.model_dump()
+        kwargs.pop("representation")  # which latent the data holds: the model sees it only as latent_dim
         kwargs["controls"] = {n: VOCAB[n] for n in cfg.controls}
         model = build_model(**kwargs, text_dim=16, n_codebooks=4, codebook_size=32, latent_dim=8)
         assert isinstance(model, ARModel if paradigm == "ar" else FMModel)

@@ -86,9 +86,12 @@ def _tones(rng: np.random.Generator, seconds: float) -> np.ndarray:
 
 
 TRAIN_STEPS = 300
-# The tiny VAE-GAN below (preset tiny, discriminator on, 300 steps, 1 thread). An untrained one gives an SI-SNR
-# near -40 dB; the floor is set under the values measured over several seeds (see the assertion message).
-SI_SNR_FLOOR = 3.0
+# The tiny VAE below (preset tiny: no discriminator, mel STFT + 30 x L1 + 1e-3 x KL, 300 steps, 1 thread, ~60 s).
+# It learns the waveform far more slowly than the tiny codec (5.8-8.5 dB after the same 300 steps): measured on
+# this corpus, SI-SNR -19.8 dB after 300 steps and -10.3 dB after 700 (log-MSD 1.23, 1.20), against -66 dB and
+# log-MSD 2.9 untrained; with the KL term off it reaches -8.1 dB after 300, so most of the gap is the posterior's
+# noise. The floors sit under the 300-step values with margin for run-to-run variation.
+SI_SNR_FLOOR, LOG_MSD_CEILING = -30.0, 1.6
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +128,12 @@ def test_trained_tiny_vae_beats_the_reconstruction_floor(trained):
 
     cfg, root, metrics, history, model = trained
     assert history[-1]["step"] == TRAIN_STEPS
-    assert {"kl", "disc", "gen_adv", "feat"} <= set(history[-1])  # KL and the adversarial stage were trained
+    assert {"kl", "stft", "l1"} <= set(history[-1])  # the VAE objective (tiny: no discriminator, as the codec)
     vae = VAELatent.load(cfg.vae.path)
     assert VAELatent.load(root / "artifact").identity == vae.identity and vae.has_normalization
     s = evaluate_codec(vae, str(root), "valid")["summary"]
     untrained = evaluate_codec(_tiny(), str(root), "valid")["summary"]
     assert set(s) == {"si_snr_latent", "log_msd_latent"}  # no token path for a VAE
-    assert s["si_snr_latent"] > SI_SNR_FLOOR, (s, untrained)
+    assert s["si_snr_latent"] > SI_SNR_FLOOR and s["log_msd_latent"] < LOG_MSD_CEILING, (s, untrained)
     assert s["si_snr_latent"] > untrained["si_snr_latent"] + 10 and s["log_msd_latent"] < untrained["log_msd_latent"]
     assert math.isclose(metrics["recon_si_snr_latent"], s["si_snr_latent"], rel_tol=1e-4)

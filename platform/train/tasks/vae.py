@@ -42,7 +42,8 @@ class VAETask(CodecTask):
         v = cfg.vae
         vae = VAELatent.from_config(v, cfg.data.sample_rate, seed=cfg.train.seed)
         model = VAETrainingModel(vae.model, vae.sample_rate, kl_weight=v.kl_weight, l1_weight=v.l1_weight,
-                                 stft_weight=v.stft_weight, **adversarial_kwargs(v, cfg.train.seed))
+                                 stft_weight=v.stft_weight, stft_scale=v.stft_scale,
+                                 **adversarial_kwargs(v, cfg.train.seed))
         return model.train()
 
     def wrap(self, cfg: "JobConfig", autoencoder: "torch.nn.Module") -> Any:
