@@ -319,6 +319,8 @@ class StudyRunner:
             streaming = True
         limit = min(self.max_concurrent(task_cfg(cfg, task), streaming) for _, cfg, task in todo)
         self.log(f"{len(todo)} job(s) to train, {limit} at a time")
+        for _, cfg, _ in todo:  # the store and experiment exist before jobs start side by side (a fresh SQLite
+            tracking.get_or_create_experiment(cfg.tracking.experiment, tracking.tracking_uri(cfg))  # store races)
         # num_cpus=0: the task only drives a Ray Train job, whose workers ask for their own resources.
         remote = ray.remote(num_cpus=0, max_retries=0)(_train_cell)
         storage = tracking.home() / "ray_results"
