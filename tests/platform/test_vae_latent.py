@@ -137,3 +137,19 @@ def test_trained_tiny_vae_beats_the_reconstruction_floor(trained):
     assert s["si_snr_latent"] > SI_SNR_FLOOR and s["log_msd_latent"] < LOG_MSD_CEILING, (s, untrained)
     assert s["si_snr_latent"] > untrained["si_snr_latent"] + 10 and s["log_msd_latent"] < untrained["log_msd_latent"]
     assert math.isclose(metrics["recon_si_snr_latent"], s["si_snr_latent"], rel_tol=1e-4)
+
+
+def test_cli_trains_either_kind_and_inspects_a_vae_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from arfm.cli import app
+
+    res = CliRunner().invoke(app, ["codec", "train", "--kind", "wavelet", "--preset", "tiny"])
+    assert res.exit_code != 0 and "--kind: 'wavelet' is not an autoencoder kind; choose encodec or vae" in res.output
+    vae = _tiny()
+    vae.set_normalization(0.0, 1.5)
+    vae.save(tmp_path / "vae")
+    res = CliRunner().invoke(app, ["codec", "info", str(tmp_path / "vae")])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["kind"] == "vae" and info["strides"] == [2, 4, 4, 4, 5] and info["normalization"]["mean_std"] == 1.5
