@@ -393,9 +393,10 @@ def _recon(r: RunView, name: str, path: str) -> Stat:
     st = r.stat(name if path == "latent" else f"rvq/{name}")
     if st.summary is not None or st.skipped:
         return st
-    for k, v in r.metrics.items():  # the codec task logs recon_<name>_<path>
+    n = int(next((v for k, v in r.metrics.items() if k.endswith("recon_n_clips")), 0) or 0)
+    for k, v in r.metrics.items():  # the codec task logs recon_<name>_<path> over recon_n_clips valid clips
         if k.endswith(f"{name}_{path}"):
-            return Stat(Summary(v, None, None, r.n or 0, method="none"), method=_RECON_METHODS[name])
+            return Stat(Summary(v, None, None, n, method="none"), method=_RECON_METHODS[name])
     return Stat()
 
 

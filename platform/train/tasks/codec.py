@@ -284,6 +284,7 @@ class CodecTask:
         (out_dir / "config.yaml").write_text(dump_yaml(cfg))
         if report is not None:
             metrics.update({f"recon_{k}": v for k, v in report["summary"].items()})
+            metrics["recon_n_clips"] = float(report["n_clips"])
             (out_dir / "reconstruction.json").write_text(json.dumps(report, indent=1))
         target = self.target(cfg)
         if target.resolve() != out_dir.resolve():
