@@ -147,7 +147,72 @@ def state_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-class Codec:
+class LatentSpace:
+    """What the EnCodec codec and the VAE share as the platform's latent interface: identity from the weights and
+    the normalization statistics, device, audio checks, the appendix E.2 normalization and frame arithmetic.
+    A subclass sets ``model``, ``sample_rate``, ``hop_length``, ``mean``, ``mean_std``, ``has_normalization``,
+    ``norm_info``, ``_digest`` and its identity prefix ``kind``."""
+
+    kind = "latent"
+
+    # ------------------------------------------------------------------ identity, device
+    @property
+    def weights_digest(self) -> str:
+        if self._digest is None:
+            self._digest = state_digest(self.model)
+        return self._digest
+
+    @property
+    def identity(self) -> str:
+        """``<kind>-<fr>hz-<12 hex>``: a digest of the weights and the normalization statistics."""
+        h = hashlib.sha256(self.weights_digest.encode())
+        h.update(f"{self.mean!r}|{self.mean_std!r}".encode() if self.has_normalization else b"unnormalized")
+        return f"{self.kind}-{self.frame_rate:g}hz-{h.hexdigest()[:12]}"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device):
+        self.model.to(device)
+        return self
+
+    def normalization_info(self) -> dict[str, Any] | None:
+        """The stored statistics (``None`` before :func:`compute_normalization` or :meth:`set_normalization`)."""
+        return {**self.norm_info, "mean": self.mean, "mean_std": self.mean_std} if self.has_normalization else None
+
+    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
+        audio = torch.as_tensor(audio)
+        if audio.dim() == 1:
+            audio = audio[None, None]
+        elif audio.dim() == 2:
+            audio = audio[:, None]
+        if audio.dim() != 3 or audio.shape[1] != 1:
+            raise ValueError(f"audio must be [B, 1, S] mono (got shape {tuple(audio.shape)})")
+        return audio.to(self.device, torch.float32)
+
+    # ------------------------------------------------------------------ normalization (appendix E.2)
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean) / self.mean_std
+
+    def unnormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.mean_std + self.mean
+
+    def set_normalization(self, mean: float, mean_std: float, **info: Any) -> None:
+        if not (math.isfinite(mean) and math.isfinite(mean_std) and mean_std > 0):
+            raise ValueError(f"invalid normalization statistics mean={mean}, mean_std={mean_std}")
+        self.mean, self.mean_std, self.has_normalization = float(mean), float(mean_std), True
+        self.norm_info = dict(info)
+
+    def n_frames(self, seconds: float) -> int:
+        """Latent frames for ``seconds`` of audio: ceil(samples / hop) = seconds * frame_rate (10 s @ 50 Hz: 500)."""
+        return math.ceil(round(seconds * self.sample_rate) / self.hop_length)
+
+    def n_samples(self, seconds: float) -> int:
+        return int(round(seconds * self.sample_rate))
+
+
+class Codec(LatentSpace):
     """Inference API over one EnCodec model (contract "Codec" in the shared interfaces).
 
     Attributes: ``sample_rate``, ``frame_rate``, ``hop_length``, ``n_codebooks``, ``codebook_size``,
@@ -155,6 +220,8 @@ class Codec:
     :func:`compute_normalization` ran or the stats were loaded). Methods take and return torch tensors on the
     codec's device and run without gradients.
     """
+
+    kind = "encodec"
 
     def __init__(self, model: EncodecModel, *, mean: float = 0.0, mean_std: float = 1.0,
                  has_normalization: bool = False, source: str | None = None, norm_info: dict | None = None):
@@ -265,33 +332,10 @@ class Codec:
             "codebook_size": self.codebook_size,
             "latent_dim": self.latent_dim,
             "source": self.source,
-            "normalization": ({**self.norm_info, "mean": self.mean, "mean_std": self.mean_std}
-                              if self.has_normalization else None),
+            "normalization": self.normalization_info(),
         }
         (out / CODEC_META).write_text(json.dumps(meta, indent=2) + "\n")
         return out
-
-    # ------------------------------------------------------------------ identity, device
-    @property
-    def weights_digest(self) -> str:
-        if self._digest is None:
-            self._digest = state_digest(self.model)
-        return self._digest
-
-    @property
-    def identity(self) -> str:
-        """``encodec-<fr>hz-<12 hex>``: a digest of the weights and the normalization statistics."""
-        h = hashlib.sha256(self.weights_digest.encode())
-        h.update(f"{self.mean!r}|{self.mean_std!r}".encode() if self.has_normalization else b"unnormalized")
-        return f"encodec-{self.frame_rate:g}hz-{h.hexdigest()[:12]}"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> "Codec":
-        self.model.to(device)
-        return self
 
     def info(self) -> dict[str, Any]:
         return {"identity": self.identity, "source": self.source, "sample_rate": self.sample_rate,
@@ -303,20 +347,9 @@ class Codec:
                              for i in range(len(self.model.config.upsampling_ratios) + 1)],
                 "lstm_layers": self.model.config.num_lstm_layers,
                 "parameters": sum(p.numel() for p in self.model.parameters()),
-                "normalization": ({**self.norm_info, "mean": self.mean, "mean_std": self.mean_std}
-                                  if self.has_normalization else None)}
+                "normalization": self.normalization_info()}
 
     # ------------------------------------------------------------------ encode / decode
-    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
-        audio = torch.as_tensor(audio)
-        if audio.dim() == 1:
-            audio = audio[None, None]
-        elif audio.dim() == 2:
-            audio = audio[:, None]
-        if audio.dim() != 3 or audio.shape[1] != 1:
-            raise ValueError(f"audio must be [B, 1, S] mono (got shape {tuple(audio.shape)})")
-        return audio.to(self.device, torch.float32)
-
     @torch.no_grad()
     def encode_latent(self, audio: torch.Tensor) -> torch.Tensor:
         """audio ``[B,1,S]`` -> pre-quantizer latent ``[B, T, D]`` (not normalized), T = ceil(S / hop)."""
@@ -350,27 +383,6 @@ class Codec:
     def decode_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B,K,T]`` -> audio ``[B, 1, T * hop]``."""
         return self.decode_latent(self.dequantize(codes))
-
-    # ------------------------------------------------------------------ normalization (appendix E.2)
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.mean) / self.mean_std
-
-    def unnormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.mean_std + self.mean
-
-    def set_normalization(self, mean: float, mean_std: float, **info: Any) -> None:
-        if not (math.isfinite(mean) and math.isfinite(mean_std) and mean_std > 0):
-            raise ValueError(f"invalid normalization statistics mean={mean}, mean_std={mean_std}")
-        self.mean, self.mean_std, self.has_normalization = float(mean), float(mean_std), True
-        self.norm_info = dict(info)
-
-    def n_frames(self, seconds: float) -> int:
-        """Latent frames for ``seconds`` of audio: ceil(samples / hop) = seconds * frame_rate (10 s @ 50 Hz: 500)."""
-        return math.ceil(round(seconds * self.sample_rate) / self.hop_length)
-
-    def n_samples(self, seconds: float) -> int:
-        return int(round(seconds * self.sample_rate))
-
 
 def compute_normalization(codec: Codec, audio_iter: Iterable, n_segments: int, batch_size: int = 8,
                           segment_seconds: float | None = None) -> tuple[float, float]:

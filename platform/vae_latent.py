@@ -13,13 +13,13 @@ so loading runs no code) and ``arfm_vae.json`` (frame rate, normalization statis
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from arfm.latents import LatentSpace
 
 VAE_META = "arfm_vae.json"
 VAE_CONFIG = "config.json"
@@ -31,9 +31,10 @@ class VAEUnavailableError(RuntimeError):
     """A VAE folder is missing or unreadable; the message says what to do."""
 
 
-class VAELatent:
+class VAELatent(LatentSpace):
     """Inference API over one trained VAE, the same attributes and methods as :class:`arfm.latents.Codec` minus
-    the tokens. Methods take and return torch tensors on the VAE's device and run without gradients."""
+    the tokens (both are :class:`arfm.latents.LatentSpace`). Methods take and return torch tensors on the VAE's
+    device and run without gradients."""
 
     kind = "vae"
     n_codebooks = 0
@@ -116,54 +117,18 @@ class VAELatent:
         meta = {"format": 1, "kind": "vae", "identity": self.identity, "weights_sha256": self.weights_digest,
                 "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "hop_length": self.hop_length,
                 "latent_dim": self.latent_dim, "source": self.source,
-                "normalization": ({**self.norm_info, "mean": self.mean, "mean_std": self.mean_std}
-                                  if self.has_normalization else None)}
+                "normalization": self.normalization_info()}
         (out / VAE_META).write_text(json.dumps(meta, indent=2) + "\n")
         return out
-
-    # ------------------------------------------------------------------ identity, device
-    @property
-    def weights_digest(self) -> str:
-        if self._digest is None:
-            from arfm.latents import state_digest
-
-            self._digest = state_digest(self.model)
-        return self._digest
-
-    @property
-    def identity(self) -> str:
-        """``vae-<fr>hz-<12 hex>``: a digest of the weights and the normalization statistics."""
-        h = hashlib.sha256(self.weights_digest.encode())
-        h.update(f"{self.mean!r}|{self.mean_std!r}".encode() if self.has_normalization else b"unnormalized")
-        return f"vae-{self.frame_rate:g}hz-{h.hexdigest()[:12]}"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: str | torch.device) -> "VAELatent":
-        self.model.to(device)
-        return self
 
     def info(self) -> dict[str, Any]:
         return {"kind": "vae", "identity": self.identity, "source": self.source, "sample_rate": self.sample_rate,
                 "frame_rate": self.frame_rate, "hop_length": self.hop_length, "latent_dim": self.latent_dim,
                 "strides": list(self.model.strides), "channels": list(self.model.channels),
                 "parameters": sum(p.numel() for p in self.model.parameters()),
-                "normalization": ({**self.norm_info, "mean": self.mean, "mean_std": self.mean_std}
-                                  if self.has_normalization else None)}
+                "normalization": self.normalization_info()}
 
     # ------------------------------------------------------------------ encode / decode
-    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
-        audio = torch.as_tensor(audio)
-        if audio.dim() == 1:
-            audio = audio[None, None]
-        elif audio.dim() == 2:
-            audio = audio[:, None]
-        if audio.dim() != 3 or audio.shape[1] != 1:
-            raise ValueError(f"audio must be [B, 1, S] mono (got shape {tuple(audio.shape)})")
-        return audio.to(self.device, torch.float32)
-
     @torch.no_grad()
     def encode_latent(self, audio: torch.Tensor) -> torch.Tensor:
         """audio ``[B,1,S]`` -> the posterior mean ``[B, T, D]`` (not normalized), T = ceil(S / hop)."""
@@ -179,22 +144,3 @@ class VAELatent:
                          "need EnCodec (model.representation=encodec)")
 
     encode_tokens = decode_tokens = dequantize = quantize
-
-    # ------------------------------------------------------------------ normalization (appendix E.2)
-    def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.mean) / self.mean_std
-
-    def unnormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.mean_std + self.mean
-
-    def set_normalization(self, mean: float, mean_std: float, **info: Any) -> None:
-        if not (math.isfinite(mean) and math.isfinite(mean_std) and mean_std > 0):
-            raise ValueError(f"invalid normalization statistics mean={mean}, mean_std={mean_std}")
-        self.mean, self.mean_std, self.has_normalization = float(mean), float(mean_std), True
-        self.norm_info = dict(info)
-
-    def n_frames(self, seconds: float) -> int:
-        return math.ceil(round(seconds * self.sample_rate) / self.hop_length)
-
-    def n_samples(self, seconds: float) -> int:
-        return int(round(seconds * self.sample_rate))
